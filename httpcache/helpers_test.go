@@ -61,7 +61,14 @@ func get(t testing.TB, client *http.Client, url string, hdr ...string) (*http.Re
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every node of a fleet is reached under one name, as behind a load
+	// balancer.
+	req.Host = "fleet.test"
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
 		req.Header.Add(hdr[i], hdr[i+1])
 	}
 	resp, err := client.Do(req)
