@@ -87,3 +87,7 @@ func get(t testing.TB, client *http.Client, url string, hdr ...string) (*http.Re
 func status(w *httptest.ResponseRecorder) string { return w.Header().Get("Cache-Status") }
 
 func hasDetail(cs, want string) bool { return strings.Contains(cs, "detail="+want) }
+
+type redisClient = redis.Client
+
+func newRedisClient(addr string) *redis.Client { return redis.NewClient(&redis.Options{Addr: addr}) }

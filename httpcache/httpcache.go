@@ -231,9 +231,17 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 		return
 	}
 	res, err := m.cache.Fetch(r.Context(), key, c.load)
+	// The request's own run is what it serves when the core ran it for
+	// this request. A run the core started in the background after serving
+	// a stored copy (a refresh) is not this request's answer.
 	if own := c.finish(); own != nil {
-		m.serveOwn(w, r, own)
-		return
+		if err != nil || res.Source == stampede.SourceLoader {
+			m.serveOwn(w, r, own)
+			return
+		}
+		if own.stream != nil {
+			_ = own.stream.pr.CloseWithError(errNoReader)
+		}
 	}
 	if err != nil {
 		if errors.Is(err, stampede.ErrClosed) {
@@ -285,8 +293,24 @@ func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call
 		return
 	}
 	// Revalidate now. The refresh the core started in the background joins
-	// this run through m.flight, so the handler runs once per process.
+	// this run through m.flight, so the handler runs once per process; if
+	// that refresh has already landed, its response is served instead.
 	c2 := &call{m: m, next: c.next, r: r, variant: c.variant}
+	again, err := m.cache.Fetch(r.Context(), key, c2.load)
+	if own := c2.finish(); own != nil {
+		if err != nil || again.Source == stampede.SourceLoader {
+			m.serveOwn(w, r, own)
+			return
+		}
+		if own.stream != nil {
+			_ = own.stream.pr.CloseWithError(errNoReader)
+		}
+	}
+	if err == nil && again.Source != stampede.SourceStale && again.Value.kind == kindResponse {
+		m.serveResult(w, r, c2, key, again)
+		return
+	}
+	c2 = &call{m: m, next: c.next, r: r, variant: c.variant}
 	lctx, cancel := m.loadContext(r.Context())
 	o, ok := m.flight.do(r.Context(), key, func() *outcome { return m.execute(lctx, c2) })
 	cancel()
@@ -322,6 +346,13 @@ func (m *Middleware) serveOwn(w http.ResponseWriter, r *http.Request, o *outcome
 	case o.err != nil:
 		m.serveError(w, r, o.err, "")
 	case o.e != nil:
+		// The stored copy, plus the fields kept out of it that are this
+		// client's own (Set-Cookie, private="..." and no-cache="..." fields).
+		for k, v := range o.header {
+			if _, stored := o.e.header[k]; !stored && !slices.Contains(hopByHop, k) && k != "Age" {
+				w.Header()[k] = v
+			}
+		}
 		m.writeEntry(w, r, o.e, o.e.initialAge, name+"; fwd=uri-miss; fwd-status="+strconv.Itoa(o.status)+"; stored")
 	case o.reason != "":
 		m.writeRaw(w, r, o, name+"; fwd=uri-miss; fwd-status="+strconv.Itoa(o.status)+"; detail="+o.reason)
