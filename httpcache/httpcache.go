@@ -202,15 +202,16 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 // bypassReason says why a GET or HEAD request is not answered from, nor
 // stored in, the cache; "" when it may be.
 func bypassReason(r *http.Request) string {
+	// Servers canonicalize the names of request fields: index directly.
 	h := r.Header
 	switch {
-	case h.Get("Range") != "":
+	case len(h["Range"]) > 0:
 		return "range"
-	case h.Get("Upgrade") != "":
+	case len(h["Upgrade"]) > 0:
 		return "upgrade"
-	case strings.Contains(h.Get("Accept"), "text/event-stream"):
+	case len(h["Accept"]) > 0 && strings.Contains(h.Get("Accept"), "text/event-stream"):
 		return "event-stream"
-	case parseCacheControl(h).has("no-store"):
+	case len(h["Cache-Control"]) > 0 && parseCacheControl(h).has("no-store"):
 		return "no-store"
 	}
 	return ""
@@ -668,6 +669,9 @@ func (m *Middleware) classify(r *http.Request, status int, h http.Header, body [
 // notModified evaluates If-None-Match (weak comparison), or else
 // If-Modified-Since, against a stored 200 response (RFC 9110 13.1.2, 13.1.3).
 func notModified(r *http.Request, h http.Header) bool {
+	if len(r.Header["If-None-Match"]) == 0 && len(r.Header["If-Modified-Since"]) == 0 {
+		return false
+	}
 	if inm := r.Header.Values("If-None-Match"); len(inm) > 0 {
 		etag := h.Get("Etag")
 		if etag == "" {

@@ -72,8 +72,8 @@ func primaryKeyOf(scheme, host string, u *url.URL) string {
 // values canonically, so that "b=2&a=1" and "a=%31&b=2" share an entry. ok
 // is false when raw does not parse; raw is then returned as it is.
 func normalizeQuery(raw string) (string, bool) {
-	if raw == "" {
-		return "", true
+	if raw == "" || canonicalQuery(raw) {
+		return raw, true
 	}
 	vals, err := url.ParseQuery(raw)
 	if err != nil {
@@ -133,4 +133,31 @@ func varyNames(h http.Header) (names []string, star bool) {
 	}
 	slices.Sort(names)
 	return slices.Compact(names), star
+}
+
+// canonicalQuery reports whether raw is already what normalizeQuery would
+// make of it: name=value pairs of characters that need no escaping, names in
+// non-decreasing order. It spares the hit path a parse and a re-encode.
+func canonicalQuery(raw string) bool {
+	prev := ""
+	for pair := range strings.SplitSeq(raw, "&") {
+		name, value, ok := strings.Cut(pair, "=")
+		if !ok || name == "" || name < prev || !plainQueryChars(name) || !plainQueryChars(value) {
+			return false
+		}
+		prev = name
+	}
+	return true
+}
+
+// plainQueryChars reports whether url.QueryEscape leaves s as it is.
+func plainQueryChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '_' || c == '.' || c == '~') {
+			return false
+		}
+	}
+	return true
 }
