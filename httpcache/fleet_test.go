@@ -26,10 +26,10 @@ type node struct {
 	srv *httptest.Server
 }
 
-func startNodes(t *testing.T, addrClient func(t *testing.T) *node, n int) []*node {
+func startNodes(t *testing.T, start func(t *testing.T) *node, n int) []*node {
 	nodes := make([]*node, n)
 	for i := range nodes {
-		nodes[i] = addrClient(t)
+		nodes[i] = start(t)
 	}
 	return nodes
 }

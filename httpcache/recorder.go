@@ -237,16 +237,6 @@ func (c *call) finish() *outcome {
 	return c.own
 }
 
-// dropStream releases a stream nobody will copy.
-func (c *call) dropStream() {
-	c.mu.Lock()
-	s := c.stream
-	c.mu.Unlock()
-	if s != nil {
-		_ = s.pr.CloseWithError(errNoReader)
-	}
-}
-
 // detachFrom returns a context for a handler run: ctx's values, cancelled
 // when ctx ends, and a relink function that cuts it loose from ctx and ties
 // it to until instead.
