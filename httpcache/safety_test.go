@@ -456,7 +456,11 @@ func TestCacheStatusValues(t *testing.T) {
 		{"/private", "edge; fwd=uri-miss; fwd-status=200; detail=private"},
 		{"/private", "edge; fwd=bypass; detail=hit-for-miss"},
 	} {
-		if got := status(do(s, "GET", tc.path)); got != tc.want {
+		got := status(do(s, "GET", tc.path))
+		if strings.HasSuffix(tc.want, "ttl=60") && strings.HasSuffix(got, "ttl=59") {
+			got = strings.TrimSuffix(got, "59") + "60" // a second may have begun
+		}
+		if got != tc.want {
 			t.Errorf("%s: Cache-Status %q, want %q", tc.path, got, tc.want)
 		}
 	}
