@@ -485,7 +485,7 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 		return nil, expired, nil
 	}
 	pttl := pttlCmd.Val()
-	e, h, f, freshLeft := c.decodeRedis(key, raw, pttl)
+	e, h, f, freshLeft := c.decodeRedis(key, raw, pttl, true)
 	switch f {
 	case fresh:
 		c.stats.redisHits.Add(1)
@@ -501,11 +501,14 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 }
 
 // decodeRedis decodes an entry read from Redis with its PTTL. e is nil and
-// f is expired when there is nothing usable.
-func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration) (e *localEntry[V], h header, f freshness, freshLeft time.Duration) {
+// f is expired when there is nothing usable. report counts and reports an
+// undecodable entry; the leader's second look at the same bytes does not.
+func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, report bool) (e *localEntry[V], h header, f freshness, freshLeft time.Duration) {
 	h, payload, err := decodeEntry(raw)
 	if err != nil {
-		c.corrupt(key, err)
+		if report {
+			c.corrupt(key, err)
+		}
 		return nil, h, expired, 0
 	}
 	f, age, freshLeft := judge(h, pttl)
@@ -515,7 +518,9 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration) (e *l
 	var v V
 	if !h.tombstone {
 		if v, err = c.decode(payload); err != nil {
-			c.corrupt(key, err)
+			if report {
+				c.corrupt(key, err)
+			}
 			return nil, h, expired, 0
 		}
 	}
@@ -654,7 +659,7 @@ func (c *Cache[V]) readOrLock(ctx context.Context, key, lease string, seen time.
 		}
 		raw, _ := res[1].(string)
 		pttl, _ := res[2].(int64)
-		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond)
+		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond, false)
 		if e != nil {
 			return e, f, lockGotValue, nil
 		}
