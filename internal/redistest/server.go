@@ -175,6 +175,7 @@ func (s *Server) start() error {
 	cmd.Dir = s.dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	dieWithParent(cmd)
 	err = cmd.Start()
 	// The child has its own copy of the descriptor.
 	_ = logf.Close()
