@@ -228,12 +228,18 @@ func TestInvariant5_FreshnessByServerClock(t *testing.T) {
 	gate := make(chan struct{})
 	defer close(gate)
 	l := &countingLoader{gate: gate}
-	r, err := c.Fetch(ctx, "k", func(ctx context.Context, k string) (string, Entry, error) { v, err := l.load(ctx, k); return v, Entry{}, err })
+	r, err := c.Fetch(ctx, "k", func(ctx context.Context, k string) (string, Entry, error) {
+		v, err := l.load(ctx, k)
+		return v, Entry{}, err
+	})
 	if err != nil || r.Source != SourceRedis {
 		t.Fatalf("before: %+v %v, want a fresh Redis hit", r, err)
 	}
 	b.mr.FastForward(time.Minute + time.Second) // the server's clock only
-	r, err = c.Fetch(ctx, "k", func(ctx context.Context, k string) (string, Entry, error) { v, err := l.load(ctx, k); return v, Entry{}, err })
+	r, err = c.Fetch(ctx, "k", func(ctx context.Context, k string) (string, Entry, error) {
+		v, err := l.load(ctx, k)
+		return v, Entry{}, err
+	})
 	if err != nil || r.Source != SourceStale || r.Value != "v" || r.Age < time.Minute {
 		t.Fatalf("after the server's TTL: %+v %v, want the stale copy aged over a minute", r, err)
 	}
