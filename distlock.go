@@ -400,11 +400,16 @@ func (k *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
-// releaseDetached releases k on a context that ignores the caller's
-// cancellation, bounded by the lease's ttl: after that it would have expired
-// anyway.
+// detached returns a context for clean-up work that must happen even when
+// the caller has given up: ctx's values without its cancellation, bounded by
+// the lease's ttl (after which a lease expires anyway) but at least a second.
+func detached(ctx context.Context, ttl time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), max(ttl, time.Second))
+}
+
+// releaseDetached releases k on a detached context.
 func (k *Lock) releaseDetached(ctx context.Context, ttl time.Duration) error {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ttl)
+	rctx, cancel := detached(ctx, ttl)
 	defer cancel()
 	return k.Release(rctx)
 }
@@ -459,7 +464,9 @@ func (k *Lock) hold(ctx context.Context, ttl time.Duration, fn func(context.Cont
 		<-renewed
 		cancelFn(nil)
 		if returned && err == nil && onSuccess != nil {
-			err = onSuccess(context.WithoutCancel(ctx))
+			sctx, cancel := detached(ctx, ttl)
+			err = onSuccess(sctx)
+			cancel()
 		}
 		if lost != nil {
 			err = errors.Join(err, lost)
