@@ -1,0 +1,124 @@
+package stampede
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"time"
+)
+
+// The stored entry: a small binary header followed by the codec's bytes.
+//
+//	byte 0      magic (0xA7)
+//	byte 1      format version (1)
+//	byte 2      flags (flagTombstone)
+//	uvarint     fresh TTL in milliseconds
+//	uvarint     stale window in milliseconds
+//	uvarint     duration of the load that produced it, in microseconds (XFetch's delta)
+//	...         payload
+//
+// The Redis PX of the value key is TTL + stale window, so the remaining PTTL,
+// read from the Redis server's clock, tells freshness and age (invariant 5).
+
+const (
+	entryMagic   = 0xA7
+	entryVersion = 1
+
+	flagTombstone = 1 << 0
+
+	// maxHeaderLen bounds the header: three bytes plus three uvarints.
+	maxHeaderLen = 3 + 3*binary.MaxVarintLen64
+)
+
+var errCorrupt = errors.New("stampede: corrupt or foreign entry")
+
+// header is the decoded form of an entry's header.
+type header struct {
+	tombstone bool
+	ttl       time.Duration
+	stale     time.Duration
+	delta     time.Duration // how long the last load took
+}
+
+// appendEntry appends h and payload to dst.
+func appendEntry(dst []byte, h header, payload []byte) []byte {
+	var flags byte
+	if h.tombstone {
+		flags |= flagTombstone
+	}
+	dst = append(dst, entryMagic, entryVersion, flags)
+	dst = binary.AppendUvarint(dst, uint64(max(h.ttl.Milliseconds(), 0)))
+	dst = binary.AppendUvarint(dst, uint64(max(h.stale.Milliseconds(), 0)))
+	dst = binary.AppendUvarint(dst, uint64(max(h.delta.Microseconds(), 0)))
+	return append(dst, payload...)
+}
+
+// decodeEntry splits b into its header and payload. Any byte string that is
+// not a well-formed entry of a known version yields errCorrupt; it never
+// panics.
+func decodeEntry(b []byte) (h header, payload []byte, err error) {
+	if len(b) < 3 || b[0] != entryMagic || b[1] != entryVersion || b[2]&^flagTombstone != 0 {
+		return h, nil, errCorrupt
+	}
+	h.tombstone = b[2]&flagTombstone != 0
+	rest := b[3:]
+	var vals [3]uint64
+	for i := range vals {
+		v, n := binary.Uvarint(rest)
+		if n <= 0 || v > math.MaxInt64/uint64(time.Millisecond) {
+			return header{}, nil, errCorrupt
+		}
+		vals[i] = v
+		rest = rest[n:]
+	}
+	h.ttl = time.Duration(vals[0]) * time.Millisecond
+	h.stale = time.Duration(vals[1]) * time.Millisecond
+	h.delta = time.Duration(vals[2]) * time.Microsecond
+	if h.tombstone && len(rest) != 0 {
+		return header{}, nil, errCorrupt
+	}
+	return h, rest, nil
+}
+
+// freshness is where an entry stands in its life.
+type freshness uint8
+
+const (
+	expired freshness = iota // past TTL + stale window: a miss
+	stale                    // past TTL, inside the stale window: serve and refresh
+	fresh                    // within TTL
+)
+
+// judge classifies an entry from its header and the value key's remaining
+// PTTL as the Redis server counts it. It also returns the entry's age and the
+// remaining fresh time.
+func judge(h header, pttl time.Duration) (f freshness, age, freshLeft time.Duration) {
+	if pttl <= 0 {
+		// -1 (no expiry) is never written by this package; -2 is gone.
+		return expired, 0, 0
+	}
+	total := h.ttl + h.stale
+	age = max(total-pttl, 0)
+	freshLeft = pttl - h.stale
+	switch {
+	case freshLeft > 0:
+		return fresh, age, freshLeft
+	default:
+		return stale, age, 0
+	}
+}
+
+// shouldRefreshEarly is XFetch (Vattani, Chierichetti, Lowenstein, "Optimal
+// probabilistic cache stampede prevention", VLDB 2015): refresh before expiry
+// with probability exp(-t/(beta*delta)), where t is the remaining fresh time
+// and delta the duration of the last load. Slow loads and hot keys start their
+// refresh earlier; almost every expiry sees exactly one early refresh.
+func shouldRefreshEarly(freshLeft, delta time.Duration, beta float64) bool {
+	if beta <= 0 || delta <= 0 {
+		return false
+	}
+	// -ln(U) with U in (0, 1]: 1-Float64() never yields 0, so ln(0) cannot occur.
+	u := 1 - rand.Float64()
+	return float64(delta)*beta*-math.Log(u) >= float64(freshLeft)
+}
