@@ -222,9 +222,9 @@ func NewLocker(rdb redis.UniversalClient, opts LockerOptions) (*Locker, error) {
 }
 
 // lockKeys returns the Redis keys of one lock: the lease, the fence counter
-// and RunOnce's done marker. The braces make them one hash slot; keys may
-// not contain '}' so that no key's lease can be another key's counter or
-// marker ("a}:fence" would otherwise be the fence of "a").
+// and RunOnce's done marker. The braces make them one hash slot. They cannot
+// collide across keys: only leases end in '}', and a counter or marker names
+// its key in full.
 func (l *Locker) lockKeys(key string) (lease, fence, done string) {
 	lease = l.ns + ":{" + key + "}"
 	return lease, lease + ":fence", lease + ":done"
@@ -236,8 +236,10 @@ func checkLockKey(key string) error {
 		return errors.New("stampede: empty lock key")
 	case len(key) > MaxLockKeyLen:
 		return fmt.Errorf("stampede: lock key is %d bytes, longer than %d", len(key), MaxLockKeyLen)
-	case strings.IndexByte(key, '}') >= 0:
-		return fmt.Errorf("stampede: lock key %q contains '}'", key)
+	case key[0] == '}':
+		// "ns:{}..." has an empty hash tag, so Cluster would hash the whole
+		// key and put the lease and its fence counter in different slots.
+		return fmt.Errorf("stampede: lock key %q starts with '}'", key)
 	}
 	return nil
 }
