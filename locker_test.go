@@ -16,14 +16,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/stampede-go/stampede/internal/redistest"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
 
 // testCtx bounds a test so that a hang fails it instead of the whole run.
 func testCtx(t *testing.T) context.Context {

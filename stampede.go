@@ -527,6 +527,14 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration) (e *l
 // lead is run by one caller per key per process (the single-flight leader):
 // re-check Redis and take the lease in one round trip, then load or wait.
 func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+	// A flight that ended while this caller was on its way here (slow Redis
+	// read, say) has filled L1: use it rather than load again.
+	if e := c.getL1(key); e != nil {
+		if now := c.now(); now < e.freshUntil {
+			c.stats.localHits.Add(1)
+			return e.result(SourceLocal, now)
+		}
+	}
 	if !c.redisUsable() {
 		if c.rdb != nil && c.opts.FailClosed {
 			return Result[V]{}, fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
