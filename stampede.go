@@ -485,7 +485,7 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 		return nil, expired, nil
 	}
 	pttl := pttlCmd.Val()
-	e, h, f, freshLeft := c.decodeRedis(key, raw, pttl)
+	e, h, f, freshLeft := c.decodeRedis(key, raw, pttl, true)
 	switch f {
 	case fresh:
 		c.stats.redisHits.Add(1)
@@ -501,11 +501,14 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 }
 
 // decodeRedis decodes an entry read from Redis with its PTTL. e is nil and
-// f is expired when there is nothing usable.
-func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration) (e *localEntry[V], h header, f freshness, freshLeft time.Duration) {
+// f is expired when there is nothing usable. report counts and reports an
+// undecodable entry; the leader's second look at the same bytes does not.
+func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, report bool) (e *localEntry[V], h header, f freshness, freshLeft time.Duration) {
 	h, payload, err := decodeEntry(raw)
 	if err != nil {
-		c.corrupt(key, err)
+		if report {
+			c.corrupt(key, err)
+		}
 		return nil, h, expired, 0
 	}
 	f, age, freshLeft := judge(h, pttl)
@@ -515,7 +518,9 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration) (e *l
 	var v V
 	if !h.tombstone {
 		if v, err = c.decode(payload); err != nil {
-			c.corrupt(key, err)
+			if report {
+				c.corrupt(key, err)
+			}
 			return nil, h, expired, 0
 		}
 	}
@@ -527,6 +532,14 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration) (e *l
 // lead is run by one caller per key per process (the single-flight leader):
 // re-check Redis and take the lease in one round trip, then load or wait.
 func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+	// A flight that ended while this caller was on its way here (slow Redis
+	// read, say) has filled L1: use it rather than load again.
+	if e := c.getL1(key); e != nil {
+		if now := c.now(); now < e.freshUntil {
+			c.stats.localHits.Add(1)
+			return e.result(SourceLocal, now)
+		}
+	}
 	if !c.redisUsable() {
 		if c.rdb != nil && c.opts.FailClosed {
 			return Result[V]{}, fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
@@ -539,28 +552,40 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 	defer func() { c.waiters.release(key, slot) }()
 
 	lease := newLeaseValue()
-	gen := c.gen.Load()
-	e, f, status, err := c.readOrLock(ctx, key, lease, -1)
-	if err != nil {
-		if c.opts.FailClosed {
-			return Result[V]{}, err
+	var (
+		timeout  *time.Timer
+		tick     *time.Ticker
+		byNotify bool
+	)
+	for attempt := 0; ; attempt++ {
+		gen := c.gen.Load()
+		e, f, status, err := c.readOrLock(ctx, key, lease, -1)
+		if err != nil {
+			if c.opts.FailClosed {
+				return Result[V]{}, err
+			}
+			return c.loadLocal(ctx, key, ld, true)
 		}
-		return c.loadLocal(ctx, key, ld, true)
-	}
-	switch status {
-	case lockGotValue:
-		return c.served(key, e, f, gen)
-	case lockWon:
-		return c.loadAndFill(ctx, key, ld, lease)
-	}
-	c.stats.lockContended.Add(1)
-
-	timeout := time.NewTimer(c.opts.WaitTimeout)
-	defer timeout.Stop()
-	tick := time.NewTicker(c.opts.Recheck)
-	defer tick.Stop()
-	for {
-		byNotify := false
+		switch status {
+		case lockGotValue:
+			if attempt > 0 && byNotify {
+				c.stats.wokenByNotify.Add(1)
+			} else if attempt > 0 {
+				c.stats.wokenByRecheck.Add(1)
+			}
+			return c.served(key, e, f, gen)
+		case lockWon:
+			// First try, or the holder died or failed without a value.
+			return c.loadAndFill(ctx, key, ld, lease)
+		}
+		if attempt == 0 {
+			c.stats.lockContended.Add(1)
+			timeout = time.NewTimer(c.opts.WaitTimeout)
+			defer timeout.Stop()
+			tick = time.NewTicker(c.opts.Recheck)
+			defer tick.Stop()
+		}
+		byNotify = false
 		select {
 		case <-slot.ch:
 			byNotify = true
@@ -572,26 +597,6 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 		}
 		c.waiters.release(key, slot)
 		slot = c.waiters.acquire(key)
-		gen = c.gen.Load()
-		e, f, status, err = c.readOrLock(ctx, key, lease, -1)
-		if err != nil {
-			if c.opts.FailClosed {
-				return Result[V]{}, err
-			}
-			return c.loadLocal(ctx, key, ld, true)
-		}
-		switch status {
-		case lockGotValue:
-			if byNotify {
-				c.stats.wokenByNotify.Add(1)
-			} else {
-				c.stats.wokenByRecheck.Add(1)
-			}
-			return c.served(key, e, f, gen)
-		case lockWon:
-			// The holder died or failed without a value: take over.
-			return c.loadAndFill(ctx, key, ld, lease)
-		}
 	}
 }
 
@@ -646,7 +651,7 @@ func (c *Cache[V]) readOrLock(ctx context.Context, key, lease string, seen time.
 		}
 		raw, _ := res[1].(string)
 		pttl, _ := res[2].(int64)
-		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond)
+		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond, false)
 		if e != nil {
 			return e, f, lockGotValue, nil
 		}

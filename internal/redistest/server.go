@@ -33,7 +33,6 @@ var errAddrInUse = errors.New("address already in use")
 // the test that started it ends.
 type Server struct {
 	bin     string
-	port    int
 	addr    string
 	dir     string
 	args    []string
@@ -105,7 +104,6 @@ func newServer(bin string, port int, dir string, extraArgs []string) *Server {
 	}
 	return &Server{
 		bin:     bin,
-		port:    port,
 		addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		dir:     dir,
 		args:    append(args, extraArgs...),
@@ -175,6 +173,7 @@ func (s *Server) start() error {
 	cmd.Dir = s.dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	dieWithParent(cmd)
 	err = cmd.Start()
 	// The child has its own copy of the descriptor.
 	_ = logf.Close()
