@@ -394,6 +394,13 @@ func TestInvariant8_RedisDownFailsOpen(t *testing.T) {
 	if allowed := 1 + uint64(time.Since(start)/cooldown); probes > allowed {
 		t.Fatalf("%d Redis errors in %v of Gets, want at most %d: the breaker is not open", probes, time.Since(start), allowed)
 	}
+	// Writes fail with the circuit open rather than wait out a dead Redis.
+	if err := nodes[0].Set(ctx, "w", "v"); !errors.Is(err, ErrRedisUnavailable) {
+		t.Fatalf("Set with Redis down = %v, want ErrRedisUnavailable", err)
+	}
+	if err := nodes[0].Delete(ctx, "w"); !errors.Is(err, ErrRedisUnavailable) {
+		t.Fatalf("Delete with Redis down = %v, want ErrRedisUnavailable", err)
+	}
 	if _, err := closed.Get(ctx, "closed", l.load); !errors.Is(err, ErrRedisUnavailable) {
 		t.Fatalf("FailClosed Get = %v, want ErrRedisUnavailable", err)
 	}
@@ -469,9 +476,12 @@ func TestInvariant10_BoundedWaiting(t *testing.T) {
 			hold("inv10a")
 			c := newCache[string](t, b, Options{Namespace: "inv10a", WaitTimeout: 150 * time.Millisecond})
 			l := &countingLoader{}
-			v, err := c.Get(ctx, "k", l.load)
-			if err != nil || v != "v1:k" {
-				t.Fatalf("Get = %q, %v", v, err)
+			r, err := c.Fetch(ctx, "k", func(ctx context.Context, k string) (string, Entry, error) {
+				v, err := l.load(ctx, k)
+				return v, Entry{}, err
+			})
+			if err != nil || r.Value != "v1:k" || r.Stored {
+				t.Fatalf("Fetch = %+v, %v, want a local load, not stored", r, err)
 			}
 			if rdb.Exists(ctx, "inv10a:{k}").Val() != 0 {
 				t.Fatal("a value loaded after a wait timeout was stored")

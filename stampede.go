@@ -241,6 +241,12 @@ type Result[V any] struct {
 	// is in Value and the reason here. Get returns such values with a nil
 	// error; use Fetch to see why.
 	LoadErr error
+	// Stored reports, for a value this call's load produced (SourceLoader),
+	// whether it was written to the cache: to Redis, or to L1 for a cache
+	// without Redis. It is false after a wait timeout (loaded locally), for
+	// Entry.NoStore, for a write-back the lease no longer allowed, and while
+	// Redis is unreachable.
+	Stored bool
 }
 
 // Cache is a fleet-wide, stampede-proof cache-aside in front of Redis.
@@ -728,7 +734,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], le
 		c.setL1(key, c.newLocal(v, false, ttl, stl), gen)
 		c.settleL1()
 	}
-	return Result[V]{Value: v, Source: SourceLoader}, nil
+	return Result[V]{Value: v, Source: SourceLoader, Stored: stored}, nil
 }
 
 // heartbeat renews the lease every LockTTL/3 until stop is closed or the
@@ -794,6 +800,7 @@ func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], stor
 		ttl, stl := c.entryTTLs(ent)
 		c.setL1(key, c.newLocal(v, false, ttl, stl), gen)
 		c.settleL1()
+		return Result[V]{Value: v, Source: SourceLoader, Stored: c.rdb == nil && c.l1 != nil}, nil
 	}
 	return Result[V]{Value: v, Source: SourceLoader}, nil
 }
@@ -912,8 +919,12 @@ func (c *Cache[V]) forget(key string) {
 	c.mu.Unlock()
 }
 
-// write runs write.lua.
+// write runs write.lua. With the circuit open it fails at once rather than
+// wait out a dead Redis.
 func (c *Cache[V]) write(ctx context.Context, key string, raw []byte, px time.Duration) error {
+	if !c.redisUsable() {
+		return fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
+	}
 	err := writeScript.Run(ctx, c.rdb, c.keys(key), raw, pxMillis(px), c.channel, c.message(msgInvalidated, key)).Err()
 	if err != nil {
 		c.redisFailed(ctx, err)

@@ -111,8 +111,8 @@ func TestFetchEntryAndSource(t *testing.T) {
 		}
 	}
 	r, err := a.Fetch(ctx, "k", load(5*time.Second, 7*time.Second, false))
-	if err != nil || r.Source != SourceLoader || r.Value != "v:k" {
-		t.Fatalf("first Fetch = %+v, %v", r, err)
+	if err != nil || r.Source != SourceLoader || r.Value != "v:k" || !r.Stored {
+		t.Fatalf("first Fetch = %+v, %v, want a stored load", r, err)
 	}
 	if d := b.mr.TTL("fetch:{k}"); d != 12*time.Second {
 		t.Fatalf("Redis TTL = %v, want Entry.TTL + Entry.Stale = 12s", d)
@@ -136,7 +136,7 @@ func TestFetchEntryAndSource(t *testing.T) {
 		return "private", Entry{NoStore: true}, nil
 	}
 	for range 2 {
-		if r, err := a.Fetch(ctx, "ns", noStore); err != nil || r.Value != "private" {
+		if r, err := a.Fetch(ctx, "ns", noStore); err != nil || r.Value != "private" || r.Stored {
 			t.Fatalf("NoStore Fetch = %+v, %v", r, err)
 		}
 	}
@@ -329,6 +329,11 @@ func TestXFetchRefreshesEarlyAboutOncePerExpiry(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	for _, n := range nodes {
+		n.Close() // waits for background refreshes still running
+	}
+	mu.Lock()
+	defer mu.Unlock()
 	s := totalStats(nodes)
 	if s.EarlyRefreshes == 0 || s.EarlyRefreshes != uint64(len(starts)-1) {
 		t.Fatalf("%d loads, %d early: want every load after the cold fill to be an early refresh (stats %+v)", len(starts), s.EarlyRefreshes, s)

@@ -237,7 +237,7 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 	// a stored copy (a refresh) is not this request's answer.
 	if own := c.finish(); own != nil {
 		if err != nil || res.Source == stampede.SourceLoader {
-			m.serveOwn(w, r, own)
+			m.serveOwn(w, r, own, err == nil && res.Stored)
 			return
 		}
 		if own.stream != nil {
@@ -275,7 +275,7 @@ func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call
 	name := m.opts.CacheStatusName
 	switch res.Source {
 	case stampede.SourceLoader: // waited for this process's run of another request
-		m.writeEntry(w, r, e, age, name+"; fwd=uri-miss; fwd-status="+strconv.Itoa(e.status)+"; collapsed; stored")
+		m.writeEntry(w, r, e, age, name+"; fwd=uri-miss; fwd-status="+strconv.Itoa(e.status)+"; collapsed"+storedParam(res.Stored))
 		return
 	case stampede.SourceLocal, stampede.SourceRedis:
 		m.writeEntry(w, r, e, age, name+"; hit; ttl="+seconds(e.life-age))
@@ -300,7 +300,7 @@ func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call
 	again, err := m.cache.Fetch(r.Context(), key, c2.load)
 	if own := c2.finish(); own != nil {
 		if err != nil || again.Source == stampede.SourceLoader {
-			m.serveOwn(w, r, own)
+			m.serveOwn(w, r, own, err == nil && again.Stored)
 			return
 		}
 		if own.stream != nil {
@@ -339,7 +339,8 @@ func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call
 }
 
 // serveOwn answers a request with the outcome of its own handler run.
-func (m *Middleware) serveOwn(w http.ResponseWriter, r *http.Request, o *outcome) {
+// stored says whether the core wrote the response to the cache.
+func (m *Middleware) serveOwn(w http.ResponseWriter, r *http.Request, o *outcome, stored bool) {
 	name := m.opts.CacheStatusName
 	switch {
 	case o.stream != nil:
@@ -354,12 +355,21 @@ func (m *Middleware) serveOwn(w http.ResponseWriter, r *http.Request, o *outcome
 				w.Header()[k] = v
 			}
 		}
-		m.writeEntry(w, r, o.e, o.e.initialAge, name+"; fwd=uri-miss; fwd-status="+strconv.Itoa(o.status)+"; stored")
+		m.writeEntry(w, r, o.e, o.e.initialAge, name+"; fwd=uri-miss; fwd-status="+strconv.Itoa(o.status)+storedParam(stored))
 	case o.reason != "":
 		m.writeRaw(w, r, o, name+"; fwd=uri-miss; fwd-status="+strconv.Itoa(o.status)+"; detail="+o.reason)
 	default: // a server error, never stored
 		m.writeRaw(w, r, o, name+"; fwd=uri-miss; fwd-status="+strconv.Itoa(o.status))
 	}
+}
+
+// storedParam is Cache-Status's "stored" parameter (RFC 9211 2.8), present
+// only when the response was stored.
+func storedParam(stored bool) string {
+	if stored {
+		return "; stored"
+	}
+	return ""
 }
 
 // serveError answers a request whose response could not be had.
