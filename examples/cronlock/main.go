@@ -39,7 +39,7 @@ type config struct {
 }
 
 const (
-	job      = "nightly-snapshot"
+	job = "nightly-snapshot"
 	// RunOnce's windows are UTC days on the Redis server's clock (a run
 	// straddling midnight UTC would see two nights).
 	interval = 24 * time.Hour
