@@ -42,7 +42,7 @@ func main() {
 	flag.StringVar(&cfg.RedisAddr, "redis", "", "Redis address (default: an embedded miniredis)")
 	flag.IntVar(&cfg.Nodes, "nodes", 20, "simulated nodes")
 	flag.IntVar(&cfg.Requests, "requests", 50, "concurrent requests per node")
-	flag.DurationVar(&cfg.QueryTime, "query", 100*time.Millisecond, "how long one database query takes")
+	flag.DurationVar(&cfg.QueryTime, "query", 200*time.Millisecond, "how long one database query takes")
 	flag.DurationVar(&cfg.TTL, "ttl", time.Second, "how long a cached product is fresh")
 	flag.Parse()
 	if err := run(context.Background(), os.Stdout, cfg); err != nil {
