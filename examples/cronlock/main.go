@@ -125,11 +125,15 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 	started.Add(1)
 	ran, skipped, err := trigger(ctx, rest, snapshot)
 	if err != nil {
-		doomed.kill()
+		_ = doomed.kill()
 		return err
 	}
+	ranAlso := "" // stays empty unless RunOnce let two instances in
+	if len(ran) > 0 {
+		ranAlso = " and " + list(ran)
+	}
 	fmt.Fprintf(w, "trigger 1  %-28s skipped: %s\n",
-		fmt.Sprintf("ran: instance 1 (pid %d)", doomed.pid()), list(skipped))
+		fmt.Sprintf("ran: instance 1 (pid %d)%s", doomed.pid(), ranAlso), list(skipped))
 	if err := doomed.kill(); err != nil {
 		return err
 	}
