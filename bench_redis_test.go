@@ -49,20 +49,6 @@ func BenchmarkRedisHit(b *testing.B) {
 	}
 }
 
-func BenchmarkLocalHitBytes(b *testing.B) {
-	c := newCache[[]byte](b, backend{}, Options{})
-	ctx := context.Background()
-	load := func(context.Context, string) ([]byte, error) { return []byte("value"), nil }
-	c.Get(ctx, "k", load)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := c.Get(ctx, "k", load); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // roundTrips counts commands and pipelines sent by a client.
 type roundTrips struct{ n atomic.Int64 }
 

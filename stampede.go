@@ -552,28 +552,40 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 	defer func() { c.waiters.release(key, slot) }()
 
 	lease := newLeaseValue()
-	gen := c.gen.Load()
-	e, f, status, err := c.readOrLock(ctx, key, lease, -1)
-	if err != nil {
-		if c.opts.FailClosed {
-			return Result[V]{}, err
+	var (
+		timeout  *time.Timer
+		tick     *time.Ticker
+		byNotify bool
+	)
+	for attempt := 0; ; attempt++ {
+		gen := c.gen.Load()
+		e, f, status, err := c.readOrLock(ctx, key, lease, -1)
+		if err != nil {
+			if c.opts.FailClosed {
+				return Result[V]{}, err
+			}
+			return c.loadLocal(ctx, key, ld, true)
 		}
-		return c.loadLocal(ctx, key, ld, true)
-	}
-	switch status {
-	case lockGotValue:
-		return c.served(key, e, f, gen)
-	case lockWon:
-		return c.loadAndFill(ctx, key, ld, lease)
-	}
-	c.stats.lockContended.Add(1)
-
-	timeout := time.NewTimer(c.opts.WaitTimeout)
-	defer timeout.Stop()
-	tick := time.NewTicker(c.opts.Recheck)
-	defer tick.Stop()
-	for {
-		byNotify := false
+		switch status {
+		case lockGotValue:
+			if attempt > 0 && byNotify {
+				c.stats.wokenByNotify.Add(1)
+			} else if attempt > 0 {
+				c.stats.wokenByRecheck.Add(1)
+			}
+			return c.served(key, e, f, gen)
+		case lockWon:
+			// First try, or the holder died or failed without a value.
+			return c.loadAndFill(ctx, key, ld, lease)
+		}
+		if attempt == 0 {
+			c.stats.lockContended.Add(1)
+			timeout = time.NewTimer(c.opts.WaitTimeout)
+			defer timeout.Stop()
+			tick = time.NewTicker(c.opts.Recheck)
+			defer tick.Stop()
+		}
+		byNotify = false
 		select {
 		case <-slot.ch:
 			byNotify = true
@@ -585,26 +597,6 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 		}
 		c.waiters.release(key, slot)
 		slot = c.waiters.acquire(key)
-		gen = c.gen.Load()
-		e, f, status, err = c.readOrLock(ctx, key, lease, -1)
-		if err != nil {
-			if c.opts.FailClosed {
-				return Result[V]{}, err
-			}
-			return c.loadLocal(ctx, key, ld, true)
-		}
-		switch status {
-		case lockGotValue:
-			if byNotify {
-				c.stats.wokenByNotify.Add(1)
-			} else {
-				c.stats.wokenByRecheck.Add(1)
-			}
-			return c.served(key, e, f, gen)
-		case lockWon:
-			// The holder died or failed without a value: take over.
-			return c.loadAndFill(ctx, key, ld, lease)
-		}
 	}
 }
 

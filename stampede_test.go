@@ -393,3 +393,60 @@ func FuzzDecodeEntry(f *testing.F) {
 		}
 	})
 }
+
+// Waiters on other nodes are woken by the "filled" message, not by the
+// periodic re-check: with the re-check an hour away, they still return.
+func TestWaitersWokenByNotification(t *testing.T) {
+	onBackends(t, true, func(t *testing.T, b backend) {
+		nodes := fleet(t, b, 5, Options{Namespace: "wake", Recheck: time.Hour, WaitTimeout: time.Hour})
+		l := &countingLoader{delay: 100 * time.Millisecond}
+		for _, v := range storm(t, nodes, 10, "k", l.load) {
+			if v != "v1:k" {
+				t.Fatalf("got %q", v)
+			}
+		}
+		s := totalStats(nodes)
+		if l.calls.Load() != 1 || s.WokenByNotify != 4 || s.WokenByRecheck != 0 {
+			t.Fatalf("%d loads, stats %+v: want 1 load and the 4 other nodes woken by notification", l.calls.Load(), s)
+		}
+	})
+}
+
+// LoadTimeout ends a loader that hangs; the lease is dropped and the key is
+// not stuck.
+func TestLoadTimeoutReleasesTheLease(t *testing.T) {
+	onBackends(t, false, func(t *testing.T, b backend) {
+		c := newCache[string](t, b, Options{Namespace: "lt", LoadTimeout: 100 * time.Millisecond})
+		ctx := context.Background()
+		_, err := c.Get(ctx, "k", func(ctx context.Context, _ string) (string, error) {
+			<-ctx.Done()
+			return "", ctx.Err()
+		})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Get = %v, want the load's deadline", err)
+		}
+		if n := b.client(t).Exists(ctx, "lt:{k}:lock").Val(); n != 0 {
+			t.Fatal("the lease outlived the timed-out load")
+		}
+		if v, err := c.Get(ctx, "k", func(context.Context, string) (string, error) { return "ok", nil }); err != nil || v != "ok" {
+			t.Fatalf("next Get = %q, %v", v, err)
+		}
+	})
+}
+
+// An L1 hit allocates nothing for string and []byte values.
+func TestLocalHitDoesNotAllocate(t *testing.T) {
+	ctx := context.Background()
+	s := newCache[string](t, backend{}, Options{})
+	ls := func(context.Context, string) (string, error) { return "v", nil }
+	s.Get(ctx, "k", ls)
+	bs := newCache[[]byte](t, backend{}, Options{})
+	lb := func(context.Context, string) ([]byte, error) { return []byte("v"), nil }
+	bs.Get(ctx, "k", lb)
+	if n := testing.AllocsPerRun(1000, func() { s.Get(ctx, "k", ls) }); n >= 1 {
+		t.Errorf("string hit: %v allocs per Get, want 0", n)
+	}
+	if n := testing.AllocsPerRun(1000, func() { bs.Get(ctx, "k", lb) }); n >= 1 {
+		t.Errorf("[]byte hit: %v allocs per Get, want 0", n)
+	}
+}

@@ -1,0 +1,207 @@
+package httpcache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// kind says what an entry holds.
+type kind uint8
+
+const (
+	// kindResponse is a stored response.
+	kindResponse kind = iota + 1
+	// kindVary says the response varies on request fields; the response is
+	// stored under a variant key made from them.
+	kindVary
+	// kindPass is a hit-for-miss marker: the last response for this key was
+	// not cacheable, so requests go to the handler at once, concurrently,
+	// instead of queueing behind one another's misses.
+	kindPass
+)
+
+// entry is the value the core cache stores for a key. Entries are shared
+// between requests and must not be modified once handed to the core.
+type entry struct {
+	kind   kind
+	status int
+	header http.Header
+	body   []byte
+
+	// initialAge is the response's age when it was stored; the age now is
+	// initialAge plus the core's Result.Age.
+	initialAge time.Duration
+	// life is the freshness lifetime from the response's own fields.
+	life time.Duration
+	// swr and sie are the stale-while-revalidate and stale-if-error
+	// windows, zero when stale serving is not allowed.
+	swr, sie time.Duration
+
+	// vary holds the varying field names (kindVary, and kindResponse
+	// stored under a variant key) and gen the Vary record's generation
+	// (kindVary).
+	vary []string
+	gen  string
+
+	// reason says why a response was not stored (kindPass).
+	reason string
+}
+
+// codec is the binary encoding of entries in Redis:
+//
+//	byte     format version (1)
+//	byte     kind
+//	uvarint  status, initialAge ms, life ms, swr ms, sie ms
+//	string   gen, reason        (uvarint length + bytes)
+//	uvarint  number of vary names, then each name as a string
+//	uvarint  number of header fields, then for each: name, number of values, values
+//	rest     body
+type codec struct{}
+
+const codecVersion = 1
+
+var errBadEntry = errors.New("httpcache: malformed entry")
+
+func (codec) Marshal(v any) ([]byte, error) {
+	e, ok := v.(*entry)
+	if !ok || e == nil {
+		return nil, fmt.Errorf("httpcache: cannot encode %T", v)
+	}
+	n := 32 + len(e.body) + len(e.gen) + len(e.reason)
+	for k, vs := range e.header {
+		n += len(k) + 2
+		for _, s := range vs {
+			n += len(s) + 2
+		}
+	}
+	b := make([]byte, 0, n)
+	b = append(b, codecVersion, byte(e.kind))
+	for _, u := range []int64{int64(e.status), e.initialAge.Milliseconds(), e.life.Milliseconds(),
+		e.swr.Milliseconds(), e.sie.Milliseconds()} {
+		b = binary.AppendUvarint(b, uint64(max(u, 0)))
+	}
+	b = appendString(b, e.gen)
+	b = appendString(b, e.reason)
+	b = binary.AppendUvarint(b, uint64(len(e.vary)))
+	for _, s := range e.vary {
+		b = appendString(b, s)
+	}
+	b = binary.AppendUvarint(b, uint64(len(e.header)))
+	for k, vs := range e.header {
+		b = appendString(b, k)
+		b = binary.AppendUvarint(b, uint64(len(vs)))
+		for _, s := range vs {
+			b = appendString(b, s)
+		}
+	}
+	return append(b, e.body...), nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func (codec) Unmarshal(data []byte, v any) error {
+	p, ok := v.(**entry)
+	if !ok {
+		return fmt.Errorf("httpcache: cannot decode into %T", v)
+	}
+	d := decoder{b: data}
+	if d.byte() != codecVersion {
+		return errBadEntry
+	}
+	e := &entry{kind: kind(d.byte())}
+	if e.kind < kindResponse || e.kind > kindPass {
+		return errBadEntry
+	}
+	e.status = int(d.uvarint())
+	e.initialAge = d.millis()
+	e.life = d.millis()
+	e.swr = d.millis()
+	e.sie = d.millis()
+	e.gen = d.string()
+	e.reason = d.string()
+	if n := d.count(); n > 0 {
+		e.vary = make([]string, n)
+		for i := range e.vary {
+			e.vary[i] = d.string()
+		}
+	}
+	nh := d.count()
+	e.header = make(http.Header, nh)
+	for range nh {
+		k := d.string()
+		vs := make([]string, d.count())
+		for i := range vs {
+			vs[i] = d.string()
+		}
+		// A full slice expression: a caller appending to one entry's
+		// values must reallocate rather than write into shared memory.
+		e.header[k] = vs[:len(vs):len(vs)]
+	}
+	if d.err {
+		return errBadEntry
+	}
+	e.body = d.b
+	*p = e
+	return nil
+}
+
+// decoder reads the encoding above; any overrun sets err instead of
+// panicking.
+type decoder struct {
+	b   []byte
+	err bool
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) == 0 {
+		d.err = true
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = true
+		d.b = nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) millis() time.Duration {
+	v := d.uvarint()
+	if v > uint64(1<<62)/uint64(time.Millisecond) {
+		d.err = true
+		return 0
+	}
+	return time.Duration(v) * time.Millisecond
+}
+
+// count reads a length that must fit in what is left.
+func (d *decoder) count() int {
+	v := d.uvarint()
+	if v > uint64(len(d.b)) {
+		d.err = true
+		d.b = nil
+		return 0
+	}
+	return int(v)
+}
+
+func (d *decoder) string() string {
+	n := d.count()
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}

@@ -1,0 +1,256 @@
+package httpcache
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stampede-go/stampede/internal/redistest"
+)
+
+// ttlOf returns the ttl parameter of a Cache-Status field.
+func ttlOf(t *testing.T, cs string) int {
+	t.Helper()
+	for p := range strings.SplitSeq(cs, ";") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(p), "ttl="); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no ttl in %q", cs)
+	return 0
+}
+
+// Freshness comes from s-maxage, then max-age, then Expires - Date; without
+// any of them a response is stored only when DefaultTTL says for how long.
+func TestFreshnessPrecedence(t *testing.T) {
+	now := time.Now().UTC()
+	date := now.Format(http.TimeFormat)
+	for _, tc := range []struct {
+		name    string
+		hdr     []string
+		def     time.Duration
+		wantTTL int // -1: not stored
+	}{
+		{"s-maxage wins", []string{"Cache-Control", "s-maxage=100, max-age=10", "Expires", now.Add(time.Hour).Format(http.TimeFormat)}, 0, 100},
+		{"max-age over Expires", []string{"Cache-Control", "max-age=10", "Expires", now.Add(time.Hour).Format(http.TimeFormat)}, 0, 10},
+		{"Expires minus Date", []string{"Date", date, "Expires", now.Add(50 * time.Second).Format(http.TimeFormat)}, 0, 50},
+		{"invalid Expires is expired", []string{"Expires", "0"}, 0, -1},
+		{"malformed max-age is stale", []string{"Cache-Control", "max-age=ten"}, time.Minute, -1},
+		{"no freshness, no default", nil, 0, -1},
+		{"no freshness, DefaultTTL", nil, 7 * time.Second, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+				for i := 0; i < len(tc.hdr); i += 2 {
+					w.Header().Set(tc.hdr[i], tc.hdr[i+1])
+				}
+				fmt.Fprint(w, "body")
+			}}
+			s := newMW(t, nil, Options{DefaultTTL: tc.def}).Handler(h)
+			do(s, "GET", "/f")
+			w := do(s, "GET", "/f")
+			if tc.wantTTL < 0 {
+				if h.n.Load() != 2 {
+					t.Fatalf("stored; Cache-Status %q", status(w))
+				}
+				return
+			}
+			if h.n.Load() != 1 {
+				t.Fatalf("not stored: %q", status(w))
+			}
+			if got := ttlOf(t, status(w)); got < tc.wantTTL-1 || got > tc.wantTTL {
+				t.Fatalf("ttl=%d, want %d (%q)", got, tc.wantTTL, status(w))
+			}
+		})
+	}
+}
+
+// Every cached response carries Age; an entry lives in Redis no longer than
+// the origin allowed, counting the age it arrived with.
+func TestAgeAndLifetime(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Age", r.URL.Query().Get("age"))
+		fmt.Fprint(w, "aged")
+	}}
+	s := newMW(t, rdb, Options{LocalCapacity: -1}).Handler(h)
+
+	if w := do(s, "GET", "/a?age=30"); w.Header().Get("Age") != "30" {
+		t.Fatalf("miss Age = %q", w.Header().Get("Age"))
+	}
+	key := primaryKeyOf("http", "example.com", &url.URL{Path: "/a", RawQuery: "age=30"})
+	if ttl := mr.TTL("httpcache:{" + key + "}"); ttl <= 0 || ttl > 30*time.Second {
+		t.Fatalf("Redis TTL %v, want at most the 30 s the origin left", ttl)
+	}
+	mr.FastForward(10 * time.Second)
+	w := do(s, "GET", "/a?age=30")
+	if age, _ := strconv.Atoi(w.Header().Get("Age")); age < 40 || age > 41 {
+		t.Fatalf("hit Age = %q, want 40", w.Header().Get("Age"))
+	}
+	if got := ttlOf(t, status(w)); got < 19 || got > 20 {
+		t.Fatalf("ttl=%d, want 20", got)
+	}
+	mr.FastForward(21 * time.Second)
+	do(s, "GET", "/a?age=30")
+	if h.n.Load() != 2 {
+		t.Fatalf("served past its lifetime: %d runs", h.n.Load())
+	}
+	// Older than its lifetime on arrival: not stored at all.
+	w = do(s, "GET", "/a?age=70")
+	if !hasDetail(status(w), "stale") || w.Header().Get("Age") != "70" {
+		t.Fatalf("Cache-Status %q, Age %q", status(w), w.Header().Get("Age"))
+	}
+}
+
+// Within stale-while-revalidate the stale copy is served at once and
+// refreshed in the background once across the fleet.
+func TestStaleWhileRevalidateOncePerFleet(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	release := make(chan struct{})
+	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+		if n > 1 {
+			<-release
+		}
+		w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=30")
+		fmt.Fprintf(w, "v%d", n)
+	}}
+	a := newMW(t, rdb, Options{LocalCapacity: -1}).Handler(h)
+	b := newMW(t, redistestClient(t, mr.Addr()), Options{LocalCapacity: -1}).Handler(h)
+
+	do(a, "GET", "/s")
+	mr.FastForward(15 * time.Second)
+	for i, s := range []http.Handler{a, b, a, b} {
+		w := do(s, "GET", "/s")
+		if w.Body.String() != "v1" || !hasDetail(status(w), "stale-while-revalidate") {
+			t.Fatalf("request %d: %q %q", i, w.Body.String(), status(w))
+		}
+		if ttl := ttlOf(t, status(w)); ttl != -5 {
+			t.Fatalf("ttl=%d, want -5", ttl)
+		}
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w := do(b, "GET", "/s")
+		if w.Body.String() == "v2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("refresh never landed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := h.n.Load(); got != 2 {
+		t.Fatalf("handler ran %d times, want 2 (one refresh for both nodes)", got)
+	}
+}
+
+// Past stale-while-revalidate but within stale-if-error, the stale copy
+// replaces 5xx responses, panics and timeouts; must-revalidate,
+// proxy-revalidate and no-cache turn stale serving off.
+func TestStaleIfError(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cc        string
+		fail      func(w http.ResponseWriter, r *http.Request)
+		wantStale bool
+	}{
+		{"503", "max-age=10, stale-if-error=60", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}, true},
+		{"panic", "max-age=10, stale-if-error=60", func(w http.ResponseWriter, r *http.Request) {
+			panic("db gone")
+		}, true},
+		{"timeout", "max-age=10, stale-if-error=60", func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+		}, true},
+		{"must-revalidate", "max-age=10, stale-if-error=60, must-revalidate", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}, false},
+		{"proxy-revalidate", "max-age=10, stale-if-error=60, proxy-revalidate", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}, false},
+		{"no-cache", `max-age=10, stale-if-error=60, no-cache="X-Debug"`, func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mr, rdb := redistest.Mini(t)
+			h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+				if n > 1 {
+					tc.fail(w, r)
+					return
+				}
+				w.Header().Set("Cache-Control", tc.cc)
+				w.Header().Set("X-Debug", "secret")
+				fmt.Fprint(w, "good")
+			}}
+			s := newMW(t, rdb, Options{LocalCapacity: -1, LoadTimeout: 200 * time.Millisecond}).Handler(h)
+			if w := do(s, "GET", "/e"); w.Header().Get("X-Debug") == "" {
+				t.Fatal("the filling client lost a field")
+			}
+			if w := do(s, "GET", "/e"); w.Header().Get("X-Debug") != "" && tc.name == "no-cache" {
+				t.Fatal(`no-cache="X-Debug" field was stored`)
+			}
+			mr.FastForward(15 * time.Second)
+			w := do(s, "GET", "/e")
+			if !tc.wantStale {
+				if w.Code < 500 {
+					t.Fatalf("stale served: %d %q %q", w.Code, w.Body.String(), status(w))
+				}
+				return
+			}
+			if w.Code != 200 || w.Body.String() != "good" || !hasDetail(status(w), "stale-if-error") {
+				t.Fatalf("got %d %q %q, want the stale copy", w.Code, w.Body.String(), status(w))
+			}
+			if !strings.Contains(status(w), "fwd=stale") {
+				t.Fatalf("Cache-Status %q", status(w))
+			}
+		})
+	}
+}
+
+// Within stale-if-error a successful revalidation is served, and stored.
+func TestStaleIfErrorRevalidates(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=10, stale-if-error=60")
+		fmt.Fprintf(w, "v%d", n)
+	}}
+	s := newMW(t, rdb, Options{LocalCapacity: -1}).Handler(h)
+	do(s, "GET", "/e")
+	mr.FastForward(15 * time.Second)
+	if w := do(s, "GET", "/e"); w.Code != 200 || w.Body.String() == "v1" {
+		t.Fatalf("got %q %q, want the revalidated response", w.Body.String(), status(w))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w := do(s, "GET", "/e")
+		if strings.Contains(status(w), "hit") && w.Body.String() != "v1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revalidated response not stored: %q %q", w.Body.String(), status(w))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// redistestClient connects a second client to the same miniredis.
+func redistestClient(t *testing.T, addr string) *redisClient {
+	c := newRedisClient(addr)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+var _ = context.Background

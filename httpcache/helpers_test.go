@@ -1,0 +1,93 @@
+package httpcache
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// newMW returns a middleware closed when the test ends.
+func newMW(t testing.TB, rdb redis.UniversalClient, opts Options) *Middleware {
+	t.Helper()
+	m, err := New(rdb, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
+}
+
+// counter is a handler that counts its runs and answers with a fixed
+// response built by fn (n is the run's number, from 1).
+type counter struct {
+	n  atomic.Int64
+	fn func(w http.ResponseWriter, r *http.Request, n int64)
+}
+
+func (c *counter) ServeHTTP(w http.ResponseWriter, r *http.Request) { c.fn(w, r, c.n.Add(1)) }
+
+func cacheable(body string) func(http.ResponseWriter, *http.Request, int64) {
+	return func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, body)
+	}
+}
+
+// do sends one request through h without a network.
+func do(h http.Handler, method, target string, hdr ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, target, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Add(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+// get sends a real request to a server.
+func get(t testing.TB, client *http.Client, url string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every node of a fleet is reached under one name, as behind a load
+	// balancer.
+	req.Host = "fleet.test"
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Error(err)
+		return nil, ""
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Error(err)
+	}
+	return resp, string(b)
+}
+
+func status(w *httptest.ResponseRecorder) string { return w.Header().Get("Cache-Status") }
+
+func hasDetail(cs, want string) bool { return strings.Contains(cs, "detail="+want) }
+
+type redisClient = redis.Client
+
+func newRedisClient(addr string) *redis.Client { return redis.NewClient(&redis.Options{Addr: addr}) }
