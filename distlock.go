@@ -478,9 +478,20 @@ func (k *Lock) hold(ctx context.Context, ttl time.Duration, fn func(context.Cont
 			err = errors.Join(err, rerr)
 		}
 	}()
-	err = fn(fnCtx)
+	err = fn(context.WithValue(fnCtx, lockCtxKey{}, k))
 	returned = true
 	return err
+}
+
+type lockCtxKey struct{}
+
+// LockFromContext returns the lock held for the fn that Do or RunOnce is
+// running, for its Fence: pass the fence with every write to the resource
+// the lock guards, so that the resource can refuse a holder whose lease ran
+// out without its knowing.
+func LockFromContext(ctx context.Context) (*Lock, bool) {
+	k, ok := ctx.Value(lockCtxKey{}).(*Lock)
+	return k, ok
 }
 
 // renew extends k every ttl/3 until ctx ends. It returns nil when ctx ended,

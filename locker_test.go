@@ -971,3 +971,35 @@ func BenchmarkObtainRelease(b *testing.B) {
 		}
 	}
 }
+
+// The fn run by Do and RunOnce finds its lock, and so its fence, in its ctx;
+// each later holder's fence is greater.
+func TestLockFromContextGivesFnItsFence(t *testing.T) {
+	ctx := testCtx(t)
+	l := newTestLocker(t, redistest.Start(t).Client(t), LockerOptions{})
+	if _, ok := LockFromContext(ctx); ok {
+		t.Fatal("a plain context carries a lock")
+	}
+	var fences []int64
+	record := func(ctx context.Context) error {
+		k, ok := LockFromContext(ctx)
+		if !ok || k.Key() == "" {
+			t.Fatal("fn's context carries no lock")
+		}
+		h, err := l.Holder(ctx, "job")
+		if err != nil || h.Fence != k.Fence() {
+			t.Fatalf("holder %+v, %v; fn's lock has fence %d", h, err, k.Fence())
+		}
+		fences = append(fences, k.Fence())
+		return nil
+	}
+	if err := l.Do(ctx, "job", time.Minute, record); err != nil {
+		t.Fatal(err)
+	}
+	if ran, err := l.RunOnce(ctx, "job", time.Hour, record); err != nil || !ran {
+		t.Fatalf("RunOnce = %v, %v", ran, err)
+	}
+	if len(fences) != 2 || fences[1] <= fences[0] {
+		t.Fatalf("fences %v, want two, strictly increasing", fences)
+	}
+}
