@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,4 +120,558 @@ func releaseLease(ctx context.Context, rdb redis.Scripter, key, value string) (h
 		return false, err
 	}
 	return n == 1, nil
+}
+
+// The public Locker: a lease on any key, fenced, renewed by Do, used for
+// cron guards by RunOnce. It is built on the primitives above.
+
+//go:embed lock_obtain.lua
+var lockObtainSrc string
+
+//go:embed lock_ttl.lua
+var lockTTLSrc string
+
+//go:embed lock_holder.lua
+var lockHolderSrc string
+
+//go:embed lock_runonce.lua
+var lockRunOnceSrc string
+
+var (
+	lockObtainScript  = redis.NewScript(lockObtainSrc)
+	lockTTLScript     = redis.NewScript(lockTTLSrc)
+	lockHolderScript  = redis.NewScript(lockHolderSrc)
+	lockRunOnceScript = redis.NewScript(lockRunOnceSrc)
+)
+
+var (
+	// ErrNotObtained is returned by Obtain, Do and ObtainMany when the lock
+	// is held by someone else and the retry strategy gave up.
+	ErrNotObtained = errors.New("stampede: lock not obtained")
+
+	// ErrLockNotHeld is returned when a lease is no longer held by the
+	// caller: Refresh, Release and TTL after the lock expired, was released
+	// or was taken over; Do and RunOnce when the lease was lost while fn
+	// ran; Holder when nobody holds the lock.
+	ErrLockNotHeld = errors.New("stampede: lock not held")
+)
+
+// MaxLockKeyLen is the longest key, in bytes, that a Locker accepts.
+const MaxLockKeyLen = 1024
+
+// DefaultLockNamespace is the key prefix used when LockerOptions.Namespace is
+// empty.
+const DefaultLockNamespace = "lock"
+
+// LockerOptions configures a Locker. The zero value is ready to use.
+type LockerOptions struct {
+	// Namespace prefixes every Redis key the Locker writes: the lock for key
+	// k lives at "<Namespace>:{k}", its fence counter at
+	// "<Namespace>:{k}:fence" and RunOnce's done marker at
+	// "<Namespace>:{k}:done", all in one Cluster hash slot. It must not
+	// contain '{' or '}'. Default: "lock".
+	Namespace string
+
+	// Retry is the retry strategy of Obtain (unless an ObtainOption
+	// overrides it), Do and ObtainMany. Default: ExponentialBackoff(8ms,
+	// 512ms, 12), which gives up after roughly 1.5 to 3 seconds.
+	Retry RetryStrategy
+
+	// RunOnceTTL is the lease RunOnce holds, renewed every third of it,
+	// while fn runs; it bounds how long a crashed run blocks the next
+	// trigger. Default: the interval passed to RunOnce, at most 30 seconds.
+	RunOnceTTL time.Duration
+}
+
+// Locker hands out Redis leases on arbitrary keys. It is safe for concurrent
+// use and holds no goroutines of its own.
+//
+// A lock is a lease, not a guarantee: a holder paused for longer than the TTL
+// (GC, swap, a stopped VM) or a Redis failover that loses the latest write
+// can leave two processes believing they hold the same key. Guard resources
+// outside Redis with Lock.Fence.
+type Locker struct {
+	rdb        redis.UniversalClient
+	ns         string
+	retry      RetryStrategy
+	runOnceTTL time.Duration
+}
+
+// NewLocker returns a Locker on rdb, which may be a single node, Sentinel or
+// Cluster client.
+func NewLocker(rdb redis.UniversalClient, opts LockerOptions) (*Locker, error) {
+	if rdb == nil {
+		return nil, errors.New("stampede: NewLocker: nil Redis client")
+	}
+	l := &Locker{rdb: rdb, ns: opts.Namespace, retry: opts.Retry, runOnceTTL: opts.RunOnceTTL}
+	if l.ns == "" {
+		l.ns = DefaultLockNamespace
+	}
+	if strings.ContainsAny(l.ns, "{}") {
+		return nil, fmt.Errorf("stampede: NewLocker: namespace %q contains a brace", l.ns)
+	}
+	if l.retry == nil {
+		l.retry = defaultRetry()
+	}
+	if l.runOnceTTL != 0 {
+		if l.runOnceTTL < time.Millisecond {
+			return nil, fmt.Errorf("stampede: NewLocker: RunOnceTTL %v is below 1ms", l.runOnceTTL)
+		}
+	}
+	return l, nil
+}
+
+// lockKeys returns the Redis keys of one lock: the lease, the fence counter
+// and RunOnce's done marker. The braces make them one hash slot. They cannot
+// collide across keys: only leases end in '}', and a counter or marker names
+// its key in full.
+func (l *Locker) lockKeys(key string) (lease, fence, done string) {
+	lease = l.ns + ":{" + key + "}"
+	return lease, lease + ":fence", lease + ":done"
+}
+
+func checkLockKey(key string) error {
+	switch {
+	case key == "":
+		return errors.New("stampede: empty lock key")
+	case len(key) > MaxLockKeyLen:
+		return fmt.Errorf("stampede: lock key is %d bytes, longer than %d", len(key), MaxLockKeyLen)
+	case key[0] == '}':
+		// "ns:{}..." has an empty hash tag, so Cluster would hash the whole
+		// key and put the lease and its fence counter in different slots.
+		return fmt.Errorf("stampede: lock key %q starts with '}'", key)
+	}
+	return nil
+}
+
+func checkLockTTL(ttl time.Duration) error {
+	if ttl < time.Millisecond {
+		return fmt.Errorf("stampede: lock ttl %v is below 1ms", ttl)
+	}
+	return nil
+}
+
+// ObtainOption changes how one Obtain call behaves.
+type ObtainOption func(*obtainConfig)
+
+type obtainConfig struct {
+	retry RetryStrategy
+}
+
+// WithRetry makes Obtain use s instead of the Locker's strategy. A nil s
+// means NoRetry.
+func WithRetry(s RetryStrategy) ObtainOption {
+	return func(c *obtainConfig) {
+		if s == nil {
+			s = NoRetry()
+		}
+		c.retry = s
+	}
+}
+
+// Lock is a lease obtained from a Locker. Its methods are safe for
+// concurrent use.
+type Lock struct {
+	l     *Locker
+	key   string
+	rkey  string // Redis key of the lease
+	value string // the whole lease value; compared by Refresh and Release
+	fence int64
+	start time.Time // local time just before the obtaining request was sent
+}
+
+// Obtain takes the lock on key for ttl. When the lock is held by someone
+// else it retries according to the Locker's strategy or WithRetry, and
+// returns an error wrapping ErrNotObtained when the strategy gives up or ctx
+// ends (then the error also wraps ctx.Err()). Redis errors are returned as
+// they are, without retrying.
+//
+// ttl is counted on the Redis server from the moment the lock is set and has
+// millisecond precision; it must be at least 1ms.
+func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration, opts ...ObtainOption) (*Lock, error) {
+	cfg := obtainConfig{retry: l.retry}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return l.obtain(ctx, key, ttl, cfg.retry)
+}
+
+func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retry RetryStrategy) (*Lock, error) {
+	if err := checkLockKey(key); err != nil {
+		return nil, err
+	}
+	if err := checkLockTTL(ttl); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	lease, fence, _ := l.lockKeys(key)
+	value := newLeaseValue()
+	keys := []string{lease, fence}
+	ms := ttl.Milliseconds()
+	var timer *time.Timer
+	for n := 1; ; n++ {
+		start := time.Now()
+		f, err := lockObtainScript.Run(ctx, l.rdb, keys, value, ms).Int64()
+		if err != nil {
+			return nil, err
+		}
+		if f > 0 {
+			return &Lock{l: l, key: key, rkey: lease, value: value, fence: f, start: start}, nil
+		}
+		wait, again := retry.Backoff(n)
+		if !again {
+			return nil, fmt.Errorf("%w: %q is held (%d attempts)", ErrNotObtained, key, n)
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %q: %w", ErrNotObtained, key, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// Key returns the key the lock was obtained on, without namespace.
+func (k *Lock) Key() string { return k.key }
+
+// Token returns the lease's 128-bit random token in hex. It identifies this
+// holder in logs and matches the token prefix reported by Locker.Holder.
+func (k *Lock) Token() string { return k.value[:tokenLen] }
+
+// Fence returns the fencing token of this lease: a number strictly greater
+// than that of every earlier holder of the same key. Pass it to the
+// resource the lock guards and have the resource reject writes carrying a
+// fence lower than one it has seen; that keeps a holder that was paused past
+// its TTL from doing damage. Fences survive as long as the key's counter in
+// Redis does (it has no TTL; FLUSHDB, eviction or a failover that loses it
+// restarts the sequence).
+func (k *Lock) Fence() int64 { return k.fence }
+
+// Refresh resets the lease's remaining time to ttl if the caller still holds
+// it (compare-and-extend), and returns ErrLockNotHeld otherwise.
+func (k *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	if err := checkLockTTL(ttl); err != nil {
+		return err
+	}
+	held, err := extendLease(ctx, k.l.rdb, k.rkey, k.value, ttl)
+	if err != nil {
+		return err
+	}
+	if !held {
+		return fmt.Errorf("%w: %q", ErrLockNotHeld, k.key)
+	}
+	return nil
+}
+
+// Release gives the lock up if the caller still holds it
+// (compare-and-delete), and returns ErrLockNotHeld otherwise, including on a
+// second call.
+func (k *Lock) Release(ctx context.Context) error {
+	held, err := releaseLease(ctx, k.l.rdb, k.rkey, k.value)
+	if err != nil {
+		return err
+	}
+	if !held {
+		return fmt.Errorf("%w: %q", ErrLockNotHeld, k.key)
+	}
+	return nil
+}
+
+// TTL returns the lease's remaining time as the Redis server counts it, or
+// ErrLockNotHeld if the caller no longer holds it.
+func (k *Lock) TTL(ctx context.Context) (time.Duration, error) {
+	ms, err := lockTTLScript.Run(ctx, k.l.rdb, []string{k.rkey}, k.value).Int64()
+	if err != nil {
+		return 0, err
+	}
+	if ms < 0 {
+		// -3: not ours; -2 cannot happen after a matching GET; -1 means
+		// someone removed the expiry behind our back.
+		if ms == -1 {
+			return 0, fmt.Errorf("stampede: lock %q has no expiry", k.key)
+		}
+		return 0, fmt.Errorf("%w: %q", ErrLockNotHeld, k.key)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// detached returns a context for clean-up work that must happen even when
+// the caller has given up: ctx's values without its cancellation, bounded by
+// the lease's ttl (after which a lease expires anyway) but at least a second.
+func detached(ctx context.Context, ttl time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), max(ttl, time.Second))
+}
+
+// releaseDetached releases k on a detached context.
+func (k *Lock) releaseDetached(ctx context.Context, ttl time.Duration) error {
+	rctx, cancel := detached(ctx, ttl)
+	defer cancel()
+	return k.Release(rctx)
+}
+
+// Do obtains the lock on key for ttl (retrying as LockerOptions.Retry says),
+// runs fn, and releases the lock when fn returns.
+//
+// While fn runs the lease is renewed every ttl/3, so fn may take longer than
+// ttl. fn's context is cancelled, with a cause wrapping ErrLockNotHeld, as
+// soon as a renewal finds the lease gone, or when renewals have failed for
+// two thirds of ttl, so before the lease can run out unseen. fn's context is
+// also cancelled when ctx is.
+//
+// Do returns fn's error, joined with an error wrapping ErrLockNotHeld if the
+// lease was lost while fn ran, and with the release error if releasing
+// failed. If fn panics or calls runtime.Goexit, Do stops renewing, releases
+// the lock and lets the panic continue unchanged, with its original value
+// and stack.
+func (l *Locker) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error) error {
+	if fn == nil {
+		return errors.New("stampede: Do: nil fn")
+	}
+	k, err := l.obtain(ctx, key, ttl, l.retry)
+	if err != nil {
+		return err
+	}
+	return k.hold(ctx, ttl, fn, nil)
+}
+
+// hold runs fn while renewing k every ttl/3, then releases k. If fn returns
+// nil, onSuccess (if any) runs before the release, so nobody can obtain the
+// lock between the two. The release
+// runs also when fn panics; the panic is not recovered.
+func (k *Lock) hold(ctx context.Context, ttl time.Duration, fn func(context.Context) error, onSuccess func(context.Context) error) (err error) {
+	fnCtx, cancelFn := context.WithCancelCause(ctx)
+	// The renewer ignores ctx's cancellation: fn may still be winding down
+	// and must keep the lease until it returns.
+	renewCtx, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
+	var lost error // written by the renewer before it exits
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		lost = k.renew(renewCtx, ttl)
+		if lost != nil {
+			cancelFn(lost)
+		}
+	}()
+
+	returned := false // false in the deferred call means fn panicked or called Goexit
+	defer func() {
+		stopRenew()
+		<-renewed
+		cancelFn(nil)
+		if returned && err == nil && onSuccess != nil {
+			sctx, cancel := detached(ctx, ttl)
+			err = onSuccess(sctx)
+			cancel()
+		}
+		if lost != nil {
+			err = errors.Join(err, lost)
+			return // the lease is gone; releasing it would only fail
+		}
+		if rerr := k.releaseDetached(ctx, ttl); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+	err = fn(fnCtx)
+	returned = true
+	return err
+}
+
+// renew extends k every ttl/3 until ctx ends. It returns nil when ctx ended,
+// and an error wrapping ErrLockNotHeld when the lease was found gone or
+// could not be confirmed for two thirds of ttl.
+func (k *Lock) renew(ctx context.Context, ttl time.Duration) error {
+	interval := max(ttl/3, time.Millisecond)
+	lastOK := k.start // the lease is good until lastOK+ttl at the earliest
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		sent := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, interval)
+		held, err := extendLease(rctx, k.l.rdb, k.rkey, k.value, ttl)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil && held:
+			lastOK = sent
+			t.Reset(interval)
+		case err == nil:
+			return fmt.Errorf("%w: lease on %q was lost", ErrLockNotHeld, k.key)
+		case time.Since(lastOK) >= ttl-interval:
+			return fmt.Errorf("%w: lease on %q could not be renewed: %w", ErrLockNotHeld, k.key, err)
+		default:
+			// A transient error: try again sooner than usual, while the
+			// lease still has at least a third of ttl left.
+			t.Reset(max(interval/4, time.Millisecond))
+		}
+	}
+}
+
+// ObtainMany takes the locks on all keys for ttl, or none. The keys are
+// obtained one at a time in sorted order, each with the Locker's retry
+// strategy, so two callers with overlapping key sets never wait on each
+// other in a cycle; keys may live in different Cluster slots. If one key
+// cannot be obtained, the locks already taken are released and the error
+// (wrapping ErrNotObtained when the key was held) is returned.
+//
+// The returned locks are in the order of keys. Each lease's ttl starts when
+// that key is obtained, so the first ones run out first. keys must be
+// non-empty and free of duplicates.
+func (l *Locker) ObtainMany(ctx context.Context, keys []string, ttl time.Duration) ([]*Lock, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("stampede: ObtainMany: no keys")
+	}
+	if err := checkLockTTL(ttl); err != nil {
+		return nil, err
+	}
+	order := make([]int, len(keys))
+	for i, key := range keys {
+		if err := checkLockKey(key); err != nil {
+			return nil, err
+		}
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
+	for i := 1; i < len(order); i++ {
+		if keys[order[i]] == keys[order[i-1]] {
+			return nil, fmt.Errorf("stampede: ObtainMany: duplicate key %q", keys[order[i]])
+		}
+	}
+
+	locks := make([]*Lock, len(keys))
+	for n, i := range order {
+		k, err := l.obtain(ctx, keys[i], ttl, l.retry)
+		if err != nil {
+			for _, j := range order[:n] {
+				// A failed release only leaves the lease to expire.
+				_ = locks[j].releaseDetached(ctx, ttl)
+			}
+			return nil, err
+		}
+		locks[i] = k
+	}
+	return locks, nil
+}
+
+// RunOnce is a cron guard: fleet-wide, fn runs at most once per interval
+// window, however many processes trigger it. Windows are the multiples of
+// interval since the Unix epoch on the Redis server's clock, so triggers
+// from hosts whose clocks disagree still agree on the window; trigger a
+// little after the window starts (a cron schedule does).
+//
+// A trigger skips (ran is false, err nil) when the current window is already
+// done or another run of name is in progress. Otherwise fn runs under the
+// lock on name, renewed as in Do with a lease of LockerOptions.RunOnceTTL.
+// The window is marked done only after fn returns nil; a run that fails,
+// panics or whose process dies leaves it open, so the next trigger in the
+// window runs fn again. ran is true whenever fn was called; err is then fn's
+// error, joined as in Do with ErrLockNotHeld or a release error, or the
+// error from marking the window done.
+//
+// name is a lock key: RunOnce excludes Obtain and Do on the same name.
+func (l *Locker) RunOnce(ctx context.Context, name string, interval time.Duration, fn func(ctx context.Context) error) (ran bool, err error) {
+	if fn == nil {
+		return false, errors.New("stampede: RunOnce: nil fn")
+	}
+	if err := checkLockKey(name); err != nil {
+		return false, err
+	}
+	if interval < time.Millisecond {
+		return false, fmt.Errorf("stampede: RunOnce: interval %v is below 1ms", interval)
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	ttl := l.runOnceTTL
+	if ttl == 0 {
+		ttl = min(interval, 30*time.Second)
+	}
+	lease, fence, done := l.lockKeys(name)
+	value := newLeaseValue()
+	start := time.Now()
+	res, err := lockRunOnceScript.Run(ctx, l.rdb, []string{lease, fence, done},
+		value, ttl.Milliseconds(), interval.Milliseconds()).Int64Slice()
+	if err != nil {
+		return false, err
+	}
+	if len(res) != 2 {
+		return false, fmt.Errorf("stampede: RunOnce: unexpected script reply %v", res)
+	}
+	f, window := res[0], res[1]
+	if f <= 0 {
+		return false, nil // done in this window (0) or running elsewhere (-1)
+	}
+	k := &Lock{l: l, key: name, rkey: lease, value: value, fence: f, start: start}
+	markDone := func(ctx context.Context) error {
+		// Kept for two windows: only equality with the current window
+		// counts, so an old marker is harmless until it expires.
+		err := l.rdb.Set(ctx, done, strconv.FormatInt(window, 10), 2*interval).Err()
+		if err != nil {
+			return fmt.Errorf("stampede: RunOnce: %q ran but could not be marked done: %w", name, err)
+		}
+		return nil
+	}
+	return true, k.hold(ctx, ttl, fn, markDone)
+}
+
+// LockHolder describes who holds a lock, for health endpoints and logs.
+type LockHolder struct {
+	// Host and PID identify the holder's process. They are empty and zero
+	// when the lease value was not written by this package.
+	Host string
+	PID  int
+	// TokenPrefix is the first 8 hex digits of the holder's token
+	// (Lock.Token); enough to match a log line, too little to release
+	// someone else's lock.
+	TokenPrefix string
+	// AcquiredAt is when the holder obtained the lock, by the holder's
+	// clock. Refresh does not change it.
+	AcquiredAt time.Time
+	// TTL is the lease's remaining time, by the Redis server's clock.
+	TTL time.Duration
+	// Fence is the holder's fencing token (Lock.Fence).
+	Fence int64
+}
+
+// Holder reports who holds the lock on key, read in one step. It returns
+// ErrLockNotHeld when the lock is free.
+func (l *Locker) Holder(ctx context.Context, key string) (LockHolder, error) {
+	if err := checkLockKey(key); err != nil {
+		return LockHolder{}, err
+	}
+	lease, fence, _ := l.lockKeys(key)
+	vals, err := lockHolderScript.Run(ctx, l.rdb, []string{lease, fence}).Slice()
+	if errors.Is(err, redis.Nil) {
+		return LockHolder{}, fmt.Errorf("%w: %q is free", ErrLockNotHeld, key)
+	}
+	if err != nil {
+		return LockHolder{}, err
+	}
+	if len(vals) != 3 {
+		return LockHolder{}, fmt.Errorf("stampede: Holder: unexpected script reply %v", vals)
+	}
+	value, _ := vals[0].(string)
+	ms, _ := vals[1].(int64)
+	fenceStr, _ := vals[2].(string)
+	var h LockHolder
+	if ms > 0 {
+		h.TTL = time.Duration(ms) * time.Millisecond
+	}
+	h.Fence, _ = strconv.ParseInt(fenceStr, 10, 64)
+	if m, ok := parseLeaseValue(value); ok {
+		h.Host, h.PID, h.TokenPrefix, h.AcquiredAt = m.Host, m.PID, m.Token[:8], m.AcquiredAt
+	}
+	return h, nil
 }

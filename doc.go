@@ -1,3 +1,28 @@
 // Package stampede protects a database from cache stampedes across a fleet
 // of servers sharing one Redis.
+//
+// When a hot key expires and every instance misses at once, a Cache makes
+// the database see one query:
+//
+//   - L1: each process keeps decoded values in memory (ristretto); a fresh
+//     one is returned in well under a microsecond.
+//   - Redis: the value and its remaining TTL arrive in one round trip.
+//     Freshness is judged by the Redis server's clock. A value near expiry
+//     is refreshed early by one node (XFetch); a value past its TTL but
+//     inside Options.Stale is served at once while one node rebuilds it.
+//   - On a miss, one caller per process (single-flight) takes a rebuild
+//     lease in Redis (SET NX PX with a 128-bit token). The winner loads on a
+//     context detached from its callers, renews the lease while it loads,
+//     and writes back with a script that stores the value only if its lease
+//     still holds, then publishes "filled". Nodes that lost wait for that
+//     message, re-checking every 50 ms in case it was missed.
+//   - Set and Delete drop the lease, so a rebuild that started before them
+//     can never overwrite their data, and evict L1 on every node.
+//   - Redis down is not an outage: Gets fall back to L1, single-flight and
+//     the loader, and a circuit breaker keeps a dead Redis from costing a
+//     timeout per request.
+//
+// Get takes a plain loader; Fetch takes one that can set a value's TTL and
+// stale window or refuse storage, and reports where the value came from.
+// A Cache over a nil client is a single-process cache with the same API.
 package stampede

@@ -251,7 +251,6 @@ type Cache[V any] struct {
 	opts  Options
 	codec Codec
 	l1    *ristretto.Cache[string, *localEntry[V]] // nil: no L1
-	epoch time.Time                                // for monotonic local deadlines
 
 	loads   flight[Result[V]]
 	waiters waitRegistry
@@ -268,9 +267,10 @@ type Cache[V any] struct {
 	closeCtx context.Context // cancelled by Close; ends all background work
 	closeFn  context.CancelFunc
 
-	mu         sync.Mutex          // guards closed, refreshing, and wg.Add
-	closed     bool                // set by Close
+	mu         sync.Mutex          // guards closed, refreshing, refreshErr, and wg.Add
+	closed     atomic.Bool         // set by Close, under mu
 	refreshing map[string]struct{} // keys with a background refresh running
+	refreshErr map[string]error    // the last failed refresh of a key, until one succeeds
 	wg         sync.WaitGroup      // everything started by New or a Get
 }
 
@@ -295,14 +295,15 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 		rdb:        rdb,
 		opts:       o,
 		codec:      o.Codec,
-		epoch:      time.Now(),
 		channel:    o.Namespace + ":events",
 		nodeID:     newLeaseValue()[:nodeIDLen],
 		refreshing: make(map[string]struct{}),
+		refreshErr: make(map[string]error),
 	}
 	c.waiters.m = make(map[string]*waitSlot)
 	c.breaker.cooldown = o.BreakerCooldown
 	c.closeCtx, c.closeFn = context.WithCancel(context.Background())
+	clock.acquire()
 	if o.LocalCapacity > 0 {
 		c.l1, err = ristretto.NewCache(&ristretto.Config[string, *localEntry[V]]{
 			NumCounters:        int64(o.LocalCapacity) * 10,
@@ -311,6 +312,7 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 			IgnoreInternalCost: true,
 		})
 		if err != nil {
+			clock.release()
 			return nil, fmt.Errorf("stampede: local cache: %w", err)
 		}
 	}
@@ -328,7 +330,17 @@ func (c *Cache[V]) Get(ctx context.Context, key string, load func(ctx context.Co
 		var zero V
 		return zero, ErrNilLoader
 	}
-	r, err := c.fetch(ctx, key, loader[V]{plain: load})
+	// The L1 hit, kept lean: no Result, one atomic clock read.
+	e := c.getL1(key)
+	if e != nil && c.now() < e.freshUntil {
+		c.stats.localHits.Add(1)
+		if e.tombstone {
+			var zero V
+			return zero, ErrNotFound
+		}
+		return e.v, nil
+	}
+	r, err := c.fetch(ctx, key, loader[V]{plain: load}, e)
 	return r.Value, err
 }
 
@@ -340,7 +352,16 @@ func (c *Cache[V]) Fetch(ctx context.Context, key string, load func(ctx context.
 	if load == nil {
 		return Result[V]{}, ErrNilLoader
 	}
-	return c.fetch(ctx, key, loader[V]{full: load})
+	return c.fetch(ctx, key, loader[V]{full: load}, c.getL1(key))
+}
+
+// getL1 returns key's L1 entry, fresh or not, or nil.
+func (c *Cache[V]) getL1(key string) *localEntry[V] {
+	if c.l1 == nil {
+		return nil
+	}
+	e, _ := c.l1.Get(key)
+	return e
 }
 
 // loader holds one of the two loader shapes without allocating a closure on
@@ -370,25 +391,24 @@ func (c *Cache[V]) checkKey(key string) error {
 	return nil
 }
 
-// now is the time on the cache's monotonic clock.
-func (c *Cache[V]) now() time.Duration { return time.Since(c.epoch) }
+// now is the time on the coarse monotonic clock.
+func (c *Cache[V]) now() time.Duration { return clock.Now() }
 
-func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+// fetch is the pipeline; l1 is key's L1 entry as the caller found it, or nil.
+func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *localEntry[V]) (Result[V], error) {
 	if err := c.checkKey(key); err != nil {
 		return Result[V]{}, err
 	}
 	// 1. L1.
 	var staleCopy *localEntry[V]
-	if c.l1 != nil {
-		if e, ok := c.l1.Get(key); ok {
-			now := c.now()
-			if now < e.freshUntil {
-				c.stats.localHits.Add(1)
-				return e.result(SourceLocal, now)
-			}
-			if now < e.staleUntil {
-				staleCopy = e
-			}
+	if l1 != nil {
+		now := c.now()
+		if now < l1.freshUntil {
+			c.stats.localHits.Add(1)
+			return l1.result(SourceLocal, now)
+		}
+		if now < l1.staleUntil {
+			staleCopy = l1
 		}
 	}
 	if c.isClosed() {
@@ -403,7 +423,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V]) (Result[
 			}
 		} else if e != nil {
 			if f == stale {
-				return e.result(SourceStale, c.now())
+				return c.staleResult(key, e)
 			}
 			return e.result(SourceRedis, c.now())
 		}
@@ -414,7 +434,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V]) (Result[
 	if staleCopy != nil {
 		c.stats.staleServed.Add(1)
 		c.refreshInBackground(ctx, key, ld, -1)
-		return staleCopy.result(SourceStale, c.now())
+		return c.staleResult(key, staleCopy)
 	}
 	// 3. Single-flight, 4. lease, 5. fallback.
 	c.stats.misses.Add(1)
@@ -425,6 +445,16 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V]) (Result[
 		defer c.wg.Done()
 		return c.lead(lctx, key, ld)
 	})
+}
+
+// staleResult serves a stale copy with the error of the last failed
+// refresh of key, if any, in LoadErr.
+func (c *Cache[V]) staleResult(key string, e *localEntry[V]) (Result[V], error) {
+	r, err := e.result(SourceStale, c.now())
+	c.mu.Lock()
+	r.LoadErr = c.refreshErr[key]
+	c.mu.Unlock()
+	return r, err
 }
 
 // result turns an L1 entry into a Result.
@@ -455,7 +485,7 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 		return nil, expired, nil
 	}
 	pttl := pttlCmd.Val()
-	e, h, f, freshLeft := c.decodeRedis(key, raw, pttl)
+	e, h, f, freshLeft := c.decodeRedis(key, raw, pttl, true)
 	switch f {
 	case fresh:
 		c.stats.redisHits.Add(1)
@@ -471,11 +501,14 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 }
 
 // decodeRedis decodes an entry read from Redis with its PTTL. e is nil and
-// f is expired when there is nothing usable.
-func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration) (e *localEntry[V], h header, f freshness, freshLeft time.Duration) {
+// f is expired when there is nothing usable. report counts and reports an
+// undecodable entry; the leader's second look at the same bytes does not.
+func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, report bool) (e *localEntry[V], h header, f freshness, freshLeft time.Duration) {
 	h, payload, err := decodeEntry(raw)
 	if err != nil {
-		c.corrupt(key, err)
+		if report {
+			c.corrupt(key, err)
+		}
 		return nil, h, expired, 0
 	}
 	f, age, freshLeft := judge(h, pttl)
@@ -485,7 +518,9 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration) (e *l
 	var v V
 	if !h.tombstone {
 		if v, err = c.decode(payload); err != nil {
-			c.corrupt(key, err)
+			if report {
+				c.corrupt(key, err)
+			}
 			return nil, h, expired, 0
 		}
 	}
@@ -497,6 +532,14 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration) (e *l
 // lead is run by one caller per key per process (the single-flight leader):
 // re-check Redis and take the lease in one round trip, then load or wait.
 func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+	// A flight that ended while this caller was on its way here (slow Redis
+	// read, say) has filled L1: use it rather than load again.
+	if e := c.getL1(key); e != nil {
+		if now := c.now(); now < e.freshUntil {
+			c.stats.localHits.Add(1)
+			return e.result(SourceLocal, now)
+		}
+	}
 	if !c.redisUsable() {
 		if c.rdb != nil && c.opts.FailClosed {
 			return Result[V]{}, fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
@@ -616,7 +659,7 @@ func (c *Cache[V]) readOrLock(ctx context.Context, key, lease string, seen time.
 		}
 		raw, _ := res[1].(string)
 		pttl, _ := res[2].(int64)
-		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond)
+		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond, false)
 		if e != nil {
 			return e, f, lockGotValue, nil
 		}
@@ -668,6 +711,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], le
 			raw := appendEntry(nil, header{tombstone: true, ttl: c.opts.NotFoundTTL}, nil)
 			if stored, ferr := c.fill(ctx, key, lease, raw, c.opts.NotFoundTTL); stored || ferr != nil {
 				c.setL1(key, c.newLocal(zero[V](), true, c.opts.NotFoundTTL, 0), gen)
+				c.settleL1()
 			}
 			return Result[V]{Source: SourceLoader}, err
 		}
@@ -690,6 +734,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], le
 	stored, ferr := c.fill(ctx, key, lease, raw, ttl+stl)
 	if stored || ferr != nil { // a rejected write-back means newer data exists
 		c.setL1(key, c.newLocal(v, false, ttl, stl), gen)
+		c.settleL1()
 	}
 	return Result[V]{Value: v, Source: SourceLoader}, nil
 }
@@ -749,12 +794,14 @@ func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], stor
 	if err != nil {
 		if store && errors.Is(err, ErrNotFound) && c.opts.NotFoundTTL > 0 {
 			c.setL1(key, c.newLocal(zero[V](), true, c.opts.NotFoundTTL, 0), gen)
+			c.settleL1()
 		}
 		return Result[V]{}, err
 	}
 	if store && !ent.NoStore {
 		ttl, stl := c.entryTTLs(ent)
 		c.setL1(key, c.newLocal(v, false, ttl, stl), gen)
+		c.settleL1()
 	}
 	return Result[V]{Value: v, Source: SourceLoader}, nil
 }
@@ -763,7 +810,7 @@ func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], stor
 // is running. seen is the value's PTTL as read (-1: none).
 func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], seen time.Duration) {
 	c.mu.Lock()
-	if _, busy := c.refreshing[key]; c.closed || busy {
+	if _, busy := c.refreshing[key]; c.closed.Load() || busy {
 		c.mu.Unlock()
 		return
 	}
@@ -782,6 +829,13 @@ func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loade
 		_, err := recovered(rctx, func(ctx context.Context) (struct{}, error) {
 			return struct{}{}, c.refresh(ctx, key, ld, seen)
 		})
+		c.mu.Lock()
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			c.refreshErr[key] = err
+		} else {
+			delete(c.refreshErr, key)
+		}
+		c.mu.Unlock()
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			c.report(key, fmt.Errorf("stampede: background refresh: %w", err))
 		}
@@ -821,8 +875,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	if c.isClosed() {
 		return ErrClosed
 	}
-	c.loads.forget(key)
-	c.invalidateL1(key)
+	c.forget(key)
 	gen := c.gen.Load()
 	ttl, stl := c.opts.TTL, c.opts.Stale
 	if c.rdb != nil {
@@ -836,6 +889,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 		}
 	}
 	c.setL1(key, c.newLocal(v, false, ttl, stl), gen)
+	c.settleL1()
 	return nil
 }
 
@@ -848,12 +902,22 @@ func (c *Cache[V]) Delete(ctx context.Context, key string) error {
 	if c.isClosed() {
 		return ErrClosed
 	}
-	c.loads.forget(key)
-	c.invalidateL1(key)
+	c.forget(key)
 	if c.rdb == nil {
 		return nil
 	}
 	return c.write(ctx, key, nil, 0)
+}
+
+// forget drops everything this process remembers of key before a Set or
+// Delete: the load in flight (later callers start a new one), the L1 copy,
+// the last refresh error.
+func (c *Cache[V]) forget(key string) {
+	c.loads.forget(key)
+	c.invalidateL1(key)
+	c.mu.Lock()
+	delete(c.refreshErr, key)
+	c.mu.Unlock()
 }
 
 // write runs write.lua.
@@ -871,11 +935,11 @@ func (c *Cache[V]) write(ctx context.Context, key string, raw []byte, px time.Du
 // Gets after Close return ErrClosed.
 func (c *Cache[V]) Close() error {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed.Load() {
 		c.mu.Unlock()
 		return nil
 	}
-	c.closed = true
+	c.closed.Store(true)
 	c.mu.Unlock()
 	c.closeFn()
 	var err error
@@ -886,20 +950,17 @@ func (c *Cache[V]) Close() error {
 	if c.l1 != nil {
 		c.l1.Close()
 	}
+	clock.release()
 	return err
 }
 
-func (c *Cache[V]) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
-}
+func (c *Cache[V]) isClosed() bool { return c.closed.Load() }
 
 // enter registers a unit of work that Close must wait for.
 func (c *Cache[V]) enter() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed.Load() {
 		return false
 	}
 	c.wg.Add(1)
@@ -957,8 +1018,7 @@ func (c *Cache[V]) setL1(key string, e *localEntry[V], gen uint64) {
 	if c.opts.LocalTTL > 0 {
 		e.freshUntil = min(e.freshUntil, c.now()+c.opts.LocalTTL)
 	}
-	life := e.staleUntil - c.now()
-	if life <= 0 {
+	if e.staleUntil <= c.now() {
 		return
 	}
 	c.l1mu.Lock()
@@ -966,7 +1026,19 @@ func (c *Cache[V]) setL1(key string, e *localEntry[V], gen uint64) {
 	if c.gen.Load() != gen {
 		return
 	}
-	c.l1.SetWithTTL(key, e, 1, life)
+	// No TTL for ristretto: its expiry check would read the clock a second
+	// time on every hit. Entries carry their own deadlines; expired ones are
+	// overwritten by the next fill or evicted by capacity.
+	c.l1.Set(key, e, 1)
+}
+
+// settleL1 waits until L1 has applied the writes queued so far. ristretto
+// applies writes asynchronously; after a load or a Set, the next Get in this
+// process must see the value rather than load again.
+func (c *Cache[V]) settleL1() {
+	if c.l1 != nil {
+		c.l1.Wait()
+	}
 }
 
 // invalidateL1 evicts key and makes in-progress reads skip their L1 fill.

@@ -1,0 +1,5 @@
+package stampede
+
+import "runtime"
+
+func runtimeGoexit() { runtime.Goexit() }

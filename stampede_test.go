@@ -1,0 +1,395 @@
+package stampede
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for name, o := range map[string]Options{
+		"namespace with brace": {Namespace: "a{b"},
+		"negative TTL":         {TTL: -time.Second},
+		"negative Stale":       {Stale: -1},
+		"negative LockTTL":     {LockTTL: -1},
+		"tiny LockTTL":         {LockTTL: time.Millisecond},
+		"negative Recheck":     {Recheck: -1},
+		"negative WaitTimeout": {WaitTimeout: -1},
+		"negative LoadTimeout": {LoadTimeout: -1},
+		"negative MaxKeyLen":   {MaxKeyLen: -1},
+		"unknown policy":       {OnWaitTimeout: 7},
+	} {
+		if _, err := New[string](nil, o); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%s: New = %v, want ErrInvalidOptions", name, err)
+		}
+	}
+}
+
+func TestBadInputGetsClearErrors(t *testing.T) {
+	c := newCache[string](t, mini(t), Options{MaxKeyLen: 16})
+	ctx := context.Background()
+	load := func(context.Context, string) (string, error) { return "v", nil }
+	for _, key := range []string{"", strings.Repeat("k", 17), "}x"} {
+		if _, err := c.Get(ctx, key, load); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Get(%q) = %v, want ErrInvalidKey", key, err)
+		}
+		if err := c.Set(ctx, key, "v"); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Set(%q) = %v, want ErrInvalidKey", key, err)
+		}
+		if err := c.Delete(ctx, key); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Delete(%q) = %v, want ErrInvalidKey", key, err)
+		}
+	}
+	if _, err := c.Get(ctx, "k", nil); !errors.Is(err, ErrNilLoader) {
+		t.Errorf("Get with nil loader = %v", err)
+	}
+	if _, err := c.Fetch(ctx, "k", nil); !errors.Is(err, ErrNilLoader) {
+		t.Errorf("Fetch with nil loader = %v", err)
+	}
+	// Keys with braces inside are fine: they keep one hash slot.
+	if v, err := c.Get(ctx, "a{b}c", load); err != nil || v != "v" {
+		t.Errorf("Get(a{b}c) = %q, %v", v, err)
+	}
+}
+
+func TestCorruptBytesAreAMiss(t *testing.T) {
+	onBackends(t, false, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		rdb := b.client(t)
+		var reported atomic.Int64
+		c := newCache[string](t, b, Options{Namespace: "corrupt", LocalCapacity: -1,
+			OnError: func(string, error) { reported.Add(1) }})
+		for i, raw := range []string{
+			"garbage",                    // foreign bytes
+			"\xa7\x02\x00\x01\x01\x01v",  // unknown version
+			"\xa7\x01\x00\xff",           // truncated varint
+			"\xa7\x01\x80\x01\x01\x01v",  // unknown flag
+			"\xa7\x01\x01\x01\x01\x01xx", // tombstone with payload
+		} {
+			key := "k" + string(rune('a'+i))
+			rdb.Set(ctx, "corrupt:{"+key+"}", raw, time.Minute)
+			l := &countingLoader{}
+			v, err := c.Get(ctx, key, l.load)
+			if err != nil || v != "v1:"+key || l.calls.Load() != 1 {
+				t.Fatalf("%q: Get = %q, %v with %d loads, want a miss and a load", raw, v, err, l.calls.Load())
+			}
+			got, _ := rdb.Get(ctx, "corrupt:{"+key+"}").Bytes()
+			if _, payload, err := decodeEntry(got); err != nil || string(payload) != "v1:"+key {
+				t.Fatalf("%q: the corrupt entry was not replaced: %q", raw, got)
+			}
+		}
+		if s := c.Stats(); s.Corrupt != 5 || reported.Load() != 5 {
+			t.Fatalf("Corrupt = %d, reported %d, want 5", s.Corrupt, reported.Load())
+		}
+	})
+}
+
+func TestCorruptJSONIsAMiss(t *testing.T) {
+	type product struct{ Name string }
+	b := mini(t)
+	c := newCache[product](t, b, Options{Namespace: "json", LocalCapacity: -1})
+	b.mr.Set("json:{p}", string(appendEntry(nil, header{ttl: time.Minute}, []byte("{not json"))))
+	b.mr.SetTTL("json:{p}", time.Minute)
+	p, err := c.Get(context.Background(), "p", func(context.Context, string) (product, error) { return product{"x"}, nil })
+	if err != nil || p.Name != "x" || c.Stats().Corrupt != 1 {
+		t.Fatalf("Get = %+v, %v, corrupt %d", p, err, c.Stats().Corrupt)
+	}
+}
+
+func TestFetchEntryAndSource(t *testing.T) {
+	b := mini(t)
+	ctx := context.Background()
+	a := newCache[string](t, b, Options{Namespace: "fetch", TTL: time.Minute})
+	other := newCache[string](t, b, Options{Namespace: "fetch", TTL: time.Minute, LocalCapacity: -1})
+	load := func(ttl, stl time.Duration, noStore bool) func(context.Context, string) (string, Entry, error) {
+		return func(_ context.Context, k string) (string, Entry, error) {
+			return "v:" + k, Entry{TTL: ttl, Stale: stl, NoStore: noStore}, nil
+		}
+	}
+	r, err := a.Fetch(ctx, "k", load(5*time.Second, 7*time.Second, false))
+	if err != nil || r.Source != SourceLoader || r.Value != "v:k" {
+		t.Fatalf("first Fetch = %+v, %v", r, err)
+	}
+	if d := b.mr.TTL("fetch:{k}"); d != 12*time.Second {
+		t.Fatalf("Redis TTL = %v, want Entry.TTL + Entry.Stale = 12s", d)
+	}
+	if r, _ = a.Fetch(ctx, "k", load(0, 0, false)); r.Source != SourceLocal {
+		t.Fatalf("second Fetch on the same node: source %v, want local", r.Source)
+	}
+	b.mr.FastForward(2 * time.Second)
+	if r, _ = other.Fetch(ctx, "k", load(0, 0, false)); r.Source != SourceRedis || r.Age < 2*time.Second {
+		t.Fatalf("Fetch on another node: %+v, want redis, aged 2s", r)
+	}
+	b.mr.FastForward(4 * time.Second)
+	if r, _ = other.Fetch(ctx, "k", load(0, 0, false)); r.Source != SourceStale {
+		t.Fatalf("past Entry.TTL: %+v, want stale", r)
+	}
+
+	// NoStore: handed back, stored nowhere.
+	var calls atomic.Int64
+	noStore := func(context.Context, string) (string, Entry, error) {
+		calls.Add(1)
+		return "private", Entry{NoStore: true}, nil
+	}
+	for range 2 {
+		if r, err := a.Fetch(ctx, "ns", noStore); err != nil || r.Value != "private" {
+			t.Fatalf("NoStore Fetch = %+v, %v", r, err)
+		}
+	}
+	if calls.Load() != 2 || b.mr.Exists("fetch:{ns}") || b.mr.Exists("fetch:{ns}:lock") {
+		t.Fatalf("NoStore: %d loads, value stored %v", calls.Load(), b.mr.Exists("fetch:{ns}"))
+	}
+
+	// Negative Stale: no stale window for this entry.
+	a.Fetch(ctx, "nostale", load(time.Second, -1, false))
+	if d := b.mr.TTL("fetch:{nostale}"); d != time.Second {
+		t.Fatalf("Entry.Stale < 0: Redis TTL %v, want 1s", d)
+	}
+}
+
+func TestSetAndDeleteEvictL1OnEveryNode(t *testing.T) {
+	onBackends(t, true, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		nodes := fleet(t, b, 3, Options{Namespace: "inval", TTL: time.Hour})
+		l := &countingLoader{}
+		for _, n := range nodes {
+			if v, _ := n.Get(ctx, "k", l.load); v != "v1:k" {
+				t.Fatalf("got %q", v)
+			}
+		}
+		for _, n := range nodes {
+			eventually(t, 5*time.Second, "value in every L1", func() bool {
+				r, _ := n.Fetch(ctx, "k", func(context.Context, string) (string, Entry, error) { return "", Entry{}, nil })
+				return r.Source == SourceLocal && r.Value == "v1:k"
+			})
+		}
+		if err := nodes[0].Set(ctx, "k", "set"); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes {
+			eventually(t, 5*time.Second, "Set reaches every node", func() bool {
+				v, _ := n.Get(ctx, "k", l.load)
+				return v == "set"
+			})
+		}
+		if err := nodes[1].Delete(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes {
+			eventually(t, 5*time.Second, "Delete reaches every node", func() bool {
+				v, _ := n.Get(ctx, "k", func(context.Context, string) (string, error) { return "reloaded", nil })
+				return v == "reloaded"
+			})
+		}
+	})
+}
+
+func TestSingleProcessWithoutRedis(t *testing.T) {
+	ctx := context.Background()
+	c, err := New[string](nil, Options{TTL: 100 * time.Millisecond, Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l := &countingLoader{delay: 20 * time.Millisecond}
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if v, err := c.Get(ctx, "k", l.load); err != nil || v != "v1:k" {
+				t.Errorf("Get = %q, %v", v, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if l.calls.Load() != 1 {
+		t.Fatalf("%d loads, want 1", l.calls.Load())
+	}
+	time.Sleep(150 * time.Millisecond) // past TTL, inside the stale window
+	r, err := c.Fetch(ctx, "k", func(ctx context.Context, k string) (string, Entry, error) {
+		v, err := l.load(ctx, k)
+		return v, Entry{}, err
+	})
+	if err != nil || r.Source != SourceStale || r.Value != "v1:k" {
+		t.Fatalf("past TTL: %+v %v, want the stale copy", r, err)
+	}
+	eventually(t, 5*time.Second, "background refresh", func() bool {
+		v, _ := c.Get(ctx, "k", l.load)
+		return v == "v2:k"
+	})
+	if err := c.Set(ctx, "k", "set"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := c.Get(ctx, "k", l.load); v != "set" {
+		t.Fatalf("after Set: %q", v)
+	}
+	if err := c.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := c.Get(ctx, "k", l.load); v != "v3:k" {
+		t.Fatalf("after Delete: %q, want a load", v)
+	}
+}
+
+func TestStaleServedOnLoaderErrorKeepsTheError(t *testing.T) {
+	ctx := context.Background()
+	c, err := New[string](nil, Options{TTL: 50 * time.Millisecond, Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var reported atomic.Value
+	c.opts.OnError = func(_ string, err error) { reported.Store(err) }
+	c.Get(ctx, "k", func(context.Context, string) (string, error) { return "old", nil })
+	time.Sleep(80 * time.Millisecond)
+	dbDown := errors.New("db down")
+	failing := func(context.Context, string) (string, Entry, error) { return "", Entry{}, dbDown }
+	if r, err := c.Fetch(ctx, "k", failing); err != nil || r.Value != "old" {
+		t.Fatalf("Fetch = %+v, %v, want the stale copy", r, err)
+	}
+	eventually(t, 5*time.Second, "refresh error recorded", func() bool {
+		r, err := c.Fetch(ctx, "k", failing)
+		return err == nil && r.Value == "old" && r.Source == SourceStale && errors.Is(r.LoadErr, dbDown)
+	})
+	if e, _ := reported.Load().(error); !errors.Is(e, dbDown) {
+		t.Fatalf("OnError got %v, want the loader's error", e)
+	}
+}
+
+func TestCloseStopsEverything(t *testing.T) {
+	b := mini(t)
+	c := newCache[string](t, b, Options{Namespace: "close"})
+	ctx := context.Background()
+	started := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Get(ctx, "slow", func(ctx context.Context, _ string) (string, error) {
+			close(started)
+			<-ctx.Done() // a loader that respects its context
+			return "", ctx.Err()
+		})
+		errc <- err
+	}()
+	<-started
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err == nil {
+		t.Fatal("an in-flight Get succeeded across Close")
+	}
+	if _, err := c.Get(ctx, "k", func(context.Context, string) (string, error) { return "v", nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get after Close = %v, want ErrClosed", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
+	}
+	// goleak in TestMain checks that nothing New started is left running.
+}
+
+// XFetch refreshes a hot key before it expires, once per value: after the
+// cold fill no caller ever meets an expired key, and no two refreshes of
+// one value run (each starts after the previous one's load has finished).
+// At high request rates XFetch refreshes about delta*beta*ln(rate*delta)
+// before expiry, so a value lives somewhat less than its TTL.
+func TestXFetchRefreshesEarlyAboutOncePerExpiry(t *testing.T) {
+	ttl := 400 * time.Millisecond
+	delta := 40 * time.Millisecond
+	b := realRedis(t)
+	nodes := fleet(t, b, 4, Options{Namespace: "xfetch", TTL: ttl, LocalCapacity: -1})
+	var (
+		mu     sync.Mutex
+		starts []time.Time
+	)
+	load := func(context.Context, string) (string, error) {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		mu.Unlock()
+		time.Sleep(delta)
+		return "v", nil
+	}
+	run := 6 * ttl
+	ctx, cancel := context.WithTimeout(context.Background(), run)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					n.Get(context.Background(), "k", load)
+					time.Sleep(time.Millisecond)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	s := totalStats(nodes)
+	if s.EarlyRefreshes == 0 || s.EarlyRefreshes != uint64(len(starts)-1) {
+		t.Fatalf("%d loads, %d early: want every load after the cold fill to be an early refresh (stats %+v)", len(starts), s.EarlyRefreshes, s)
+	}
+	if s.Misses > 16 {
+		t.Fatalf("%d misses: callers met an expired key after the cold fill (stats %+v)", s.Misses, s)
+	}
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < delta {
+			t.Fatalf("loads %d and %d started %v apart, less than one load: a duplicate refresh", i-1, i, gap)
+		}
+	}
+	if max := int(3 * run / ttl); len(starts) > max {
+		t.Fatalf("%d loads in %v with TTL %v, want at most %d", len(starts), run, ttl, max)
+	}
+}
+
+func TestShouldRefreshEarlyProbability(t *testing.T) {
+	const n = 200_000
+	hits := 0
+	for range n {
+		if shouldRefreshEarly(100*time.Millisecond, 100*time.Millisecond, 1) {
+			hits++
+		}
+	}
+	// P = exp(-t/(beta*delta)) = exp(-1) = 0.3679; 5 sigma is about 0.0054.
+	if p := float64(hits) / n; p < 0.3679-0.0054 || p > 0.3679+0.0054 {
+		t.Fatalf("P(refresh) = %.4f, want exp(-1) = 0.3679", p)
+	}
+	if shouldRefreshEarly(time.Second, 0, 1) || shouldRefreshEarly(time.Second, time.Second, -1) {
+		t.Fatal("refresh with no delta or with XFetch off")
+	}
+}
+
+func TestEntryRoundTrip(t *testing.T) {
+	h := header{ttl: 1500 * time.Millisecond, stale: time.Hour, delta: 1234 * time.Microsecond}
+	raw := appendEntry(nil, h, []byte("payload"))
+	got, payload, err := decodeEntry(raw)
+	if err != nil || got != h || string(payload) != "payload" {
+		t.Fatalf("decode = %+v %q %v", got, payload, err)
+	}
+	tomb := appendEntry(nil, header{tombstone: true, ttl: time.Second}, nil)
+	if got, _, err := decodeEntry(tomb); err != nil || !got.tombstone {
+		t.Fatalf("tombstone decode = %+v %v", got, err)
+	}
+}
+
+func FuzzDecodeEntry(f *testing.F) {
+	f.Add(appendEntry(nil, header{ttl: time.Second, stale: time.Second, delta: time.Millisecond}, []byte("v")))
+	f.Add(appendEntry(nil, header{tombstone: true, ttl: time.Second}, nil))
+	f.Add([]byte("garbage"))
+	f.Add([]byte{0xA7, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, payload, err := decodeEntry(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes re-encodes to an entry that decodes the same.
+		h2, p2, err := decodeEntry(appendEntry(nil, h, payload))
+		if err != nil || h2 != h || string(p2) != string(payload) {
+			t.Fatalf("round trip: %+v %q -> %+v %q %v", h, payload, h2, p2, err)
+		}
+	})
+}
