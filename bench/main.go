@@ -59,7 +59,7 @@ func run(ctx context.Context) error {
 		nodes     = fs.Int("nodes", 50, "number of nodes in the fleet, each with its own Redis client and pool")
 		requests  = fs.Int("requests", 100_000, "requests in the herd, spread evenly over the nodes and released together")
 		load      = fs.Duration("load", 100*time.Millisecond, "how long one database load takes")
-		lockTTL   = fs.Duration("lockttl", time.Second, "rebuild lease (stampede's LockTTL) and the lock mode's lock TTL;\na crashed loader blocks the fleet this long")
+		lockTTL   = fs.Duration("lockttl", 5*time.Second, "rebuild lease (stampede's LockTTL, whose default this is) and the lock mode's lock TTL;\na crashed loader blocks the fleet this long")
 		addr      = fs.String("redis", "", "address of a Redis server to use (host:port); default: an embedded miniredis")
 		procs     = fs.Int("procs", 0, "run the nodes in this many worker processes that share nothing but Redis;\n0 runs them all in this process")
 		scenarios = fs.String("scenario", joinAll(fleet.Scenarios), "comma-separated scenarios to run")

@@ -125,6 +125,10 @@ type Result struct {
 	Waiters  int            `json:"-"` // callers that waited for a load
 	Wall     time.Duration  `json:"-"` // from the start barrier to the last answer
 	Stats    stampede.Stats `json:"-"` // summed over the nodes (Full only)
+	// Reported counts the errors stampede reported through OnError (failed
+	// lease renewals, failed background refreshes); FirstReported is one.
+	Reported      int    `json:"-"`
+	FirstReported string `json:"-"`
 }
 
 // Run runs one scenario in one mode and returns what it measured.
@@ -155,7 +159,11 @@ func Run(ctx context.Context, cfg Config, sc Scenario, mode Mode) (Result, error
 	var p partial
 	var err error
 	if cfg.Procs == 0 {
-		p, err = runLocal(ctx, j, allNodes(cfg.Nodes), localBarrier{}, &localClaim{})
+		var g gate = noGate{}
+		if sc != RedisDown {
+			g = newLocalGate(cfg.Requests)
+		}
+		p, err = runLocal(ctx, j, allNodes(cfg.Nodes), localBarrier{}, &localClaim{}, g)
 	} else {
 		p, err = runProcs(ctx, cfg, ctl, j)
 	}
@@ -180,6 +188,7 @@ type job struct {
 	Addr     string
 	NS       string // prefix of every Redis key and channel of this run
 	IDs      []int  // the nodes a worker runs
+	Procs    int    // the number of workers
 }
 
 // share is how many of the herd's requests go to node id.
@@ -247,8 +256,12 @@ func (r Result) progress() string {
 	}
 	if r.Mode == Full {
 		s := r.Stats
-		fmt.Fprintf(&b, " [redis hits %d, stale %d, woken by notify %d / recheck %d, lock won %d, redis errors %d]",
-			s.RedisHits, s.StaleServed, s.WokenByNotify, s.WokenByRecheck, s.LockWon, s.RedisErrors)
+		fmt.Fprintf(&b, " [redis hits %d, stale %d, woken by notify %d / recheck %d, lock won %d, renewals %d, leases lost %d, write-backs rejected %d, redis errors %d]",
+			s.RedisHits, s.StaleServed, s.WokenByNotify, s.WokenByRecheck, s.LockWon,
+			s.LeaseRenewals, s.LeasesLost, s.WriteBacksRejected, s.RedisErrors)
+		if r.Reported > 0 {
+			fmt.Fprintf(&b, " %d errors reported, first: %s", r.Reported, r.FirstReported)
+		}
 	}
 	return b.String()
 }

@@ -33,6 +33,7 @@ type node struct {
 	rdb   *redis.Client
 	impl  getter
 	claim claimer
+	gate  gate
 
 	ctx    context.Context // its callers' context; cancelled when it dies
 	cancel context.CancelFunc
@@ -46,9 +47,24 @@ type node struct {
 	requests sync.WaitGroup
 
 	// One slot per request, written by its own goroutine.
-	lat  []int64 // ns
-	over []int64 // ns; -1: did not wait for a load
-	errs []bool
+	lat   []int64 // ns
+	over  []int64 // ns; -1: did not wait for a load
+	errs  []bool
+	marks []callerMark
+
+	reportMu sync.Mutex // guards reported and firstErr
+	reported int
+	firstErr string
+}
+
+// report receives the errors stampede reports through Options.OnError.
+func (n *node) report(key string, err error) {
+	n.reportMu.Lock()
+	defer n.reportMu.Unlock()
+	if n.reported == 0 {
+		n.firstErr = err.Error()
+	}
+	n.reported++
 }
 
 // getter is a mode: how a node gets the hot key.
@@ -57,9 +73,9 @@ type getter interface {
 	close() error
 }
 
-func newNode(ctx context.Context, j job, id int, cl claimer) (*node, error) {
+func newNode(ctx context.Context, j job, id int, cl claimer, g gate) (*node, error) {
 	n := &node{
-		id: id, j: j, claim: cl,
+		id: id, j: j, claim: cl, gate: g,
 		link: &link{addr: j.Addr, conns: make(map[*trackedConn]struct{})},
 		died: make(chan struct{}), kill: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -85,6 +101,7 @@ func newNode(ctx context.Context, j job, id int, cl claimer) (*node, error) {
 		DisableIdentity: true,
 	})
 	if j.Scenario != RedisDown {
+		n.rdb.AddHook(arrivalHook{g})
 		if err := n.warm(ctx); err != nil {
 			n.rdb.Close()
 			return nil, err
@@ -124,6 +141,7 @@ func (n *node) newGetter() (getter, error) {
 		TTL:       ttl,
 		Stale:     ttl,
 		LockTTL:   n.j.LockTTL,
+		OnError:   n.report,
 	})
 	if err != nil {
 		return nil, err
@@ -137,6 +155,7 @@ func (n *node) launch(start <-chan struct{}) {
 	n.lat = make([]int64, k)
 	n.over = make([]int64, k)
 	n.errs = make([]bool, k)
+	n.marks = make([]callerMark, k)
 	n.requests.Add(k)
 	for i := range k {
 		go n.request(i, start)
@@ -149,9 +168,10 @@ func (n *node) launch(start <-chan struct{}) {
 
 func (n *node) request(i int, start <-chan struct{}) {
 	defer n.requests.Done()
+	ctx := context.WithValue(n.ctx, callerKey{}, &n.marks[i])
 	<-start
 	t0 := time.Now()
-	v, err := n.impl.get(n.ctx)
+	v, err := n.impl.get(ctx)
 	t1 := time.Now()
 	n.lat[i] = int64(t1.Sub(t0))
 	n.over[i] = -1
@@ -179,6 +199,7 @@ func (n *node) load(ctx context.Context, _ string) (string, error) {
 		n.die()
 	}
 	if !n.dead.Load() {
+		n.gate.wait(ctx)
 		time.Sleep(n.j.Load)
 	}
 	if n.dead.Load() {
@@ -195,6 +216,12 @@ func (n *node) die() {
 		n.dead.Store(true)
 		close(n.died)
 		n.link.sever()
+		// Its callers that never reached Redis never will.
+		for i := range n.marks {
+			if n.marks[i].seen.CompareAndSwap(false, true) {
+				n.gate.arrived()
+			}
+		}
 	})
 }
 
@@ -207,7 +234,9 @@ func (n *node) close() {
 // partial sums the node's requests. A dead node's callers died with it:
 // they count neither as answered nor as failed.
 func (n *node) partial() partial {
-	p := partial{Loads: n.loads.Load()}
+	n.reportMu.Lock()
+	p := partial{Loads: n.loads.Load(), Reported: n.reported, FirstReported: n.firstErr}
+	n.reportMu.Unlock()
 	if f, ok := n.impl.(*full); ok {
 		p.Stats = f.c.Stats()
 	}

@@ -40,6 +40,7 @@ func runProcs(ctx context.Context, cfg Config, ctl *redis.Client, j job) (partia
 	for i, ids := range groups {
 		wj := j
 		wj.IDs = ids
+		wj.Procs = procs
 		in, err := json.Marshal(wj)
 		if err != nil {
 			return partial{}, err
@@ -113,7 +114,15 @@ func ServeWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	}
 	ctl := redis.NewClient(&redis.Options{Addr: j.Addr, PoolSize: 4})
 	defer ctl.Close()
-	p, err := runLocal(ctx, j, j.IDs, redisBarrier{ctl, j.NS}, &redisClaim{rdb: ctl, key: j.NS + ":crash"})
+	var g gate = noGate{}
+	if j.Scenario != RedisDown {
+		herd := 0
+		for _, id := range j.IDs {
+			herd += j.share(id)
+		}
+		g = &redisGate{local: newLocalGate(herd), rdb: ctl, key: j.NS + ":arrived", procs: j.Procs}
+	}
+	p, err := runLocal(ctx, j, j.IDs, redisBarrier{ctl, j.NS}, &redisClaim{rdb: ctl, key: j.NS + ":crash"}, g)
 	if err != nil {
 		return err
 	}

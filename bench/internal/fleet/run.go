@@ -25,6 +25,10 @@ type partial struct {
 	Over   []int64 // overhead of every caller that waited for a load, ns
 	Wall   time.Duration
 	Stats  stampede.Stats
+	// Errors stampede reported through Options.OnError (failed renewals,
+	// background refreshes): how many, and the first.
+	Reported      int
+	FirstReported string
 }
 
 func (p *partial) merge(q partial) {
@@ -35,6 +39,10 @@ func (p *partial) merge(q partial) {
 	p.Over = append(p.Over, q.Over...)
 	p.Wall = max(p.Wall, q.Wall)
 	p.Stats = addStats(p.Stats, q.Stats)
+	p.Reported += q.Reported
+	if p.FirstReported == "" {
+		p.FirstReported = q.FirstReported
+	}
 }
 
 func (p partial) result(j job) Result {
@@ -47,6 +55,7 @@ func (p partial) result(j job) Result {
 		OverheadP50: quantile(p.Over, 0.50), OverheadP99: quantile(p.Over, 0.99),
 		Answered: len(p.Lat), Lost: p.Lost, Waiters: len(p.Over),
 		Wall: p.Wall, Stats: p.Stats,
+		Reported: p.Reported, FirstReported: p.FirstReported,
 	}
 }
 
@@ -89,21 +98,21 @@ var errDied = errors.New("fleet: node died")
 func stamp(t time.Time) string { return strconv.FormatInt(t.UnixNano(), 10) }
 
 // runLocal runs the nodes ids of job j in this process.
-func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer) (partial, error) {
+func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer, g gate) (partial, error) {
 	ctx, cancel := context.WithTimeout(ctx, runLimit(j))
 	defer cancel()
 
 	nodes := make([]*node, len(ids))
-	var g errgroup.Group
-	g.SetLimit(8)
+	var eg errgroup.Group
+	eg.SetLimit(8)
 	for i, id := range ids {
-		g.Go(func() error {
-			n, err := newNode(ctx, j, id, cl)
+		eg.Go(func() error {
+			n, err := newNode(ctx, j, id, cl, g)
 			nodes[i] = n
 			return err
 		})
 	}
-	err := g.Wait()
+	err := eg.Wait()
 	defer func() {
 		var wg sync.WaitGroup
 		for _, n := range nodes {
