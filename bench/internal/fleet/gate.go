@@ -16,11 +16,17 @@ import (
 // while most of the herd is still in line, and the load counts would
 // measure the machine rather than the protection. So the database answers
 // no sooner than Config.Load after every caller of the herd has finished its
-// first Redis command. Callers' latencies include the wait, as they would
-// include a slow database. RedisDown has no gate: there is nothing to read.
+// first Redis command, or no caller has for gateQuiet (some never will: a
+// node whose circuit breaker opened skips Redis). Callers' latencies
+// include the wait, as they would include a slow database. RedisDown has no
+// gate: there is nothing to read.
 
-// gateLimit bounds the gate, in case part of the herd never reaches Redis.
-const gateLimit = 30 * time.Second
+const (
+	// gateQuiet opens the gate when arrivals stop.
+	gateQuiet = 250 * time.Millisecond
+	// gateLimit bounds the gate; it stays under stampede's LoadTimeout.
+	gateLimit = 20 * time.Second
+)
 
 // gate opens when every caller of the herd has made its first Redis call.
 type gate interface {
@@ -34,17 +40,21 @@ type gate interface {
 type localGate struct {
 	want  int64
 	count atomic.Int64
+	last  atomic.Int64 // Unix ns of the latest arrival
 	open  chan struct{}
 }
 
 func newLocalGate(want int) *localGate {
-	return &localGate{want: int64(want), open: make(chan struct{})}
+	g := &localGate{want: int64(want), open: make(chan struct{})}
+	g.last.Store(time.Now().UnixNano())
+	return g
 }
 
 func (g *localGate) arrived() { g.add() }
 
 // add counts a caller and says whether it was the last one.
 func (g *localGate) add() bool {
+	g.last.Store(time.Now().UnixNano())
 	if g.count.Add(1) == g.want {
 		close(g.open)
 		return true
@@ -53,18 +63,28 @@ func (g *localGate) add() bool {
 }
 
 func (g *localGate) wait(ctx context.Context) {
-	t := time.NewTimer(gateLimit)
-	defer t.Stop()
-	select {
-	case <-g.open:
-	case <-t.C:
-	case <-ctx.Done():
+	deadline := time.Now().Add(gateLimit)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !g.quiet() && time.Now().Before(deadline) {
+		select {
+		case <-g.open:
+			return
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
 	}
+}
+
+func (g *localGate) quiet() bool {
+	return time.Since(time.Unix(0, g.last.Load())) > gateQuiet
 }
 
 // redisGate spans worker processes: each worker counts its own callers
 // and, when all of them have arrived, increments <ns>:arrived; the gate is
-// open when that count reaches the number of workers.
+// open when that count reaches the number of workers (or this worker's
+// arrivals have stopped).
 type redisGate struct {
 	local *localGate
 	rdb   *redis.Client
@@ -81,7 +101,7 @@ func (g *redisGate) arrived() {
 
 func (g *redisGate) wait(ctx context.Context) {
 	deadline := time.Now().Add(gateLimit)
-	for !g.open.Load() && time.Now().Before(deadline) {
+	for !g.open.Load() && !g.local.quiet() && time.Now().Before(deadline) {
 		n, err := g.rdb.Get(ctx, g.key).Int()
 		if err == nil && n >= g.procs {
 			g.open.Store(true)

@@ -92,7 +92,9 @@ func newNode(ctx context.Context, j job, id int, cl claimer, g gate) (*node, err
 		PipelinePoolSize: -1,
 		// The herd queues for connections far longer than a live service
 		// would; that is the simulation, not an outage.
-		PoolTimeout: time.Minute,
+		PoolTimeout:  time.Minute,
+		ReadTimeout:  30 * time.Second,
+		WriteTimeout: 30 * time.Second,
 		// An unreachable Redis answers at once and is not retried: the
 		// cache's own fallback is under test, not the client's.
 		MaxRetries:      -1,
