@@ -2,7 +2,7 @@ package fleet
 
 import (
 	"context"
-	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +41,13 @@ type localGate struct {
 	want  int64
 	count atomic.Int64
 	last  atomic.Int64 // Unix ns of the latest arrival
-	open  chan struct{}
+
+	open      chan struct{} // closed when the gate opens
+	openOnce  sync.Once
+	watchOnce sync.Once
+	// ready, if set, is asked by the watcher whether the gate may open
+	// before this process's herd is complete (redisGate).
+	ready func() bool
 }
 
 func newLocalGate(want int) *localGate {
@@ -56,65 +62,67 @@ func (g *localGate) arrived() { g.add() }
 func (g *localGate) add() bool {
 	g.last.Store(time.Now().UnixNano())
 	if g.count.Add(1) == g.want {
-		close(g.open)
+		if g.ready == nil {
+			g.release()
+		}
 		return true
 	}
 	return false
 }
 
+func (g *localGate) release() { g.openOnce.Do(func() { close(g.open) }) }
+
+// wait blocks the caller on the gate; one watcher goroutine, started by the
+// first waiter, opens it when arrivals stop or the limit passes.
 func (g *localGate) wait(ctx context.Context) {
+	g.watchOnce.Do(func() { go g.watch() })
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+	}
+}
+
+func (g *localGate) watch() {
 	deadline := time.Now().Add(gateLimit)
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for !g.quiet() && time.Now().Before(deadline) {
+	for {
 		select {
 		case <-g.open:
 			return
 		case <-tick.C:
-		case <-ctx.Done():
+		}
+		quiet := time.Since(time.Unix(0, g.last.Load())) > gateQuiet
+		if quiet || time.Now().After(deadline) || (g.ready != nil && g.ready()) {
+			g.release()
 			return
 		}
 	}
-}
-
-func (g *localGate) quiet() bool {
-	return time.Since(time.Unix(0, g.last.Load())) > gateQuiet
 }
 
 // redisGate spans worker processes: each worker counts its own callers
-// and, when all of them have arrived, increments <ns>:arrived; the gate is
-// open when that count reaches the number of workers (or this worker's
+// and, when all of them have arrived, increments <ns>:arrived; the gate
+// opens when that count reaches the number of workers (or this worker's
 // arrivals have stopped).
 type redisGate struct {
-	local *localGate
+	*localGate
 	rdb   *redis.Client
 	key   string
 	procs int
-	open  atomic.Bool
+}
+
+func newRedisGate(want int, rdb *redis.Client, key string, procs int) *redisGate {
+	g := &redisGate{localGate: newLocalGate(want), rdb: rdb, key: key, procs: procs}
+	g.ready = func() bool {
+		n, err := g.rdb.Get(context.Background(), g.key).Int()
+		return err == nil && n >= g.procs
+	}
+	return g
 }
 
 func (g *redisGate) arrived() {
-	if g.local.add() {
+	if g.add() {
 		g.rdb.Incr(context.Background(), g.key)
-	}
-}
-
-func (g *redisGate) wait(ctx context.Context) {
-	deadline := time.Now().Add(gateLimit)
-	for !g.open.Load() && !g.local.quiet() && time.Now().Before(deadline) {
-		n, err := g.rdb.Get(ctx, g.key).Int()
-		if err == nil && n >= g.procs {
-			g.open.Store(true)
-			return
-		}
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return
-		}
-		select {
-		case <-time.After(2 * time.Millisecond):
-		case <-ctx.Done():
-			return
-		}
 	}
 }
 

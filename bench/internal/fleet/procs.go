@@ -120,7 +120,7 @@ func ServeWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		for _, id := range j.IDs {
 			herd += j.share(id)
 		}
-		g = &redisGate{local: newLocalGate(herd), rdb: ctl, key: j.NS + ":arrived", procs: j.Procs}
+		g = newRedisGate(herd, ctl, j.NS+":arrived", j.Procs)
 	}
 	p, err := runLocal(ctx, j, j.IDs, redisBarrier{ctl, j.NS}, &redisClaim{rdb: ctl, key: j.NS + ":crash"}, g)
 	if err != nil {
