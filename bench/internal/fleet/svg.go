@@ -84,13 +84,15 @@ func panel(b *strings.Builder, results []Result, scs []Scenario, mds []Mode,
 	if top10 <= bot10 {
 		top10 = bot10 + 1
 	}
-	// A bar of the axis' lowest value still shows as a sliver.
+	// A bar of the axis' lowest value still shows as a sliver, and the
+	// tallest leaves room for its label.
 	floor := bot10 - 0.15
+	ceil := top10 + 0.45
 	y := func(v float64) float64 {
 		if v <= 0 || math.IsNaN(v) {
 			return float64(bottom)
 		}
-		f := (math.Log10(v) - floor) / (top10 - floor)
+		f := (math.Log10(v) - floor) / (ceil - floor)
 		return float64(bottom) - f*float64(bottom-top)
 	}
 	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="14" font-weight="bold" text-anchor="middle">%s</text>`+"\n", (x0+x1)/2, top-22, esc(title))
