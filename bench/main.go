@@ -1,0 +1,237 @@
+// Command bench simulates a fleet of servers behind one Redis, sends a herd
+// of requests at one hot key, and counts the database loads each protection
+// layer lets through: none (naive), in-process single-flight, a cross-node
+// lock, and stampede.
+//
+// Run it from the repository root:
+//
+//	go run ./bench
+//
+// See docs/bench.md for the flags and how to read the output.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/bench/internal/fleet"
+)
+
+// workerEnv marks a process started by -procs as a worker.
+const workerEnv = "STAMPEDE_BENCH_WORKER"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	redis.SetLogger(quietLog{})
+	if os.Getenv(workerEnv) == "1" {
+		if err := fleet.ServeWorker(ctx, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// quietLog drops go-redis's log lines: refused connections are the point
+// of some scenarios, and the results count every failure.
+type quietLog struct{}
+
+func (quietLog) Printf(context.Context, string, ...any) {}
+
+func run(ctx context.Context) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var (
+		nodes     = fs.Int("nodes", 50, "number of nodes in the fleet, each with its own Redis client and pool")
+		requests  = fs.Int("requests", 100_000, "requests in the herd, spread evenly over the nodes and released together")
+		load      = fs.Duration("load", 100*time.Millisecond, "how long one database load takes")
+		lockTTL   = fs.Duration("lockttl", 5*time.Second, "rebuild lease (stampede's LockTTL, whose default this is) and the lock mode's lock TTL;\na crashed loader blocks the fleet this long")
+		addr      = fs.String("redis", "", "address of a Redis server to use (host:port); default: an embedded miniredis")
+		procs     = fs.Int("procs", 0, "run the nodes in this many worker processes that share nothing but Redis;\n0 runs them all in this process")
+		scenarios = fs.String("scenario", joinAll(fleet.Scenarios), "comma-separated scenarios to run")
+		modes     = fs.String("mode", joinAll(fleet.Modes), "comma-separated modes to run")
+		jsonOut   = fs.String("json", "", "also write the results as JSON to this file")
+		svgOut    = fs.String("svg", "", "also write a chart of the results as SVG to this file")
+	)
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprint(out, `Usage: go run ./bench [flags]
+
+Simulates a fleet of servers sharing one Redis. A herd of requests hits one
+hot key on every node at once; the loader stands for the database. For each
+scenario and mode it reports the loads the database saw, errors, caller
+latency, and the waiters' overhead (time from the loader's return to the
+caller's return, for callers that waited for that load).
+
+Modes:
+  naive         GET, load on a miss, SET
+  singleflight  per-node single-flight, no coordination between nodes
+  lock          cross-node SET NX lock, losers re-check every 50 ms
+  full          stampede's Cache (single-flight, lease, pub/sub wake-up,
+                stale-while-revalidate, L1)
+
+Scenarios:
+  cold        the key is absent
+  expiry      the value's TTL just passed; stampede still holds a stale copy,
+              the other modes store none, so for them this is a cold miss
+  crash       the first node to load dies mid-load (loader never returns,
+              Redis connections cut); its callers die with it, uncounted
+  redis-down  no node can reach Redis (connections refused)
+
+The table goes to stdout, progress to stderr.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	scs, err := parseList(*scenarios, fleet.Scenarios)
+	if err != nil {
+		return fmt.Errorf("-scenario: %w", err)
+	}
+	mds, err := parseList(*modes, fleet.Modes)
+	if err != nil {
+		return fmt.Errorf("-mode: %w", err)
+	}
+
+	backend := "real Redis at " + *addr
+	if *addr == "" {
+		mr := miniredis.NewMiniRedis()
+		mr.ClockTTL(true) // keys expire in real time, as in Redis
+		if err := mr.Start(); err != nil {
+			return fmt.Errorf("starting embedded miniredis: %w", err)
+		}
+		defer mr.Close()
+		*addr = mr.Addr()
+		backend = "embedded miniredis"
+	} else {
+		rdb := redis.NewClient(&redis.Options{Addr: *addr})
+		err := rdb.Ping(ctx).Err()
+		if err == nil {
+			if info, ierr := rdb.Info(ctx, "server").Result(); ierr == nil {
+				backend = "redis-server " + infoField(info, "redis_version") + " at " + *addr
+			}
+		}
+		rdb.Close()
+		if err != nil {
+			return fmt.Errorf("-redis %s: %w", *addr, err)
+		}
+	}
+
+	cfg := fleet.Config{
+		Nodes: *nodes, Requests: *requests, Load: *load, LockTTL: *lockTTL,
+		Addr: *addr, Procs: *procs, Log: os.Stderr,
+	}
+	if *procs > 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg.WorkerCmd = []string{self}
+		os.Setenv(workerEnv, "1") // inherited by the workers only; this process checked it already
+	}
+	setting := fleet.Setting{Nodes: *nodes, Requests: *requests, Load: *load, LockTTL: *lockTTL,
+		Backend: backend, Procs: *procs}
+	fmt.Fprintf(os.Stderr, "bench: %s; GOMAXPROCS=%d\n", setting, runtime.GOMAXPROCS(0))
+
+	var results []fleet.Result
+	began := time.Now()
+	for _, sc := range scs {
+		for _, m := range mds {
+			r, err := fleet.Run(ctx, cfg, sc, m)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bench: %d runs in %v\n", len(results), time.Since(began).Round(time.Millisecond))
+
+	if err := fleet.WriteMarkdown(os.Stdout, setting, results); err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		if err := writeFile(*jsonOut, func(f *os.File) error { return fleet.WriteJSON(f, results) }); err != nil {
+			return err
+		}
+	}
+	if *svgOut != "" {
+		if err := writeFile(*svgOut, func(f *os.File) error { return fleet.WriteSVG(f, setting, results) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFile(name string, write func(*os.File) error) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func joinAll[T ~string](all []T) string {
+	s := make([]string, len(all))
+	for i, v := range all {
+		s[i] = string(v)
+	}
+	return strings.Join(s, ",")
+}
+
+// parseList parses a comma-separated subset of all, keeping all's order.
+func parseList[T ~string](s string, all []T) ([]T, error) {
+	want := map[T]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !slices.Contains(all, T(f)) {
+			return nil, fmt.Errorf("unknown %q (want some of %s)", f, joinAll(all))
+		}
+		want[T(f)] = true
+	}
+	if len(want) == 0 {
+		return nil, errors.New("empty list")
+	}
+	var out []T
+	for _, v := range all {
+		if want[v] {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+func infoField(info, name string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+			return v
+		}
+	}
+	return "?"
+}
