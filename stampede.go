@@ -420,7 +420,27 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *loca
 	if c.isClosed() {
 		return Result[V]{}, ErrClosed
 	}
-	// 2. Redis.
+	// A stale copy that this process is already refreshing is served as it
+	// is: no Redis read, nobody waits.
+	if staleCopy != nil && c.refreshRunning(key) {
+		c.stats.staleServed.Add(1)
+		return c.staleResult(key, staleCopy)
+	}
+	// 2-5. One caller per key per process reads Redis and, on a miss, leads
+	// the rebuild; the callers arriving meanwhile share its result, so a
+	// herd costs one round trip per node, not one per request.
+	return c.loads.do(ctx, key, c.detach, func(lctx context.Context) (Result[V], error) {
+		if !c.enter() {
+			return Result[V]{}, ErrClosed
+		}
+		defer c.wg.Done()
+		return c.readOrLead(lctx, key, ld, staleCopy)
+	})
+}
+
+// readOrLead is run by the single-flight leader: step 2, then the stale
+// copy, then the rebuild.
+func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], staleCopy *localEntry[V]) (Result[V], error) {
 	if c.redisUsable() {
 		e, f, err := c.readRedis(ctx, key, ld)
 		if err != nil {
@@ -442,15 +462,16 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *loca
 		c.refreshInBackground(ctx, key, ld, -1)
 		return c.staleResult(key, staleCopy)
 	}
-	// 3. Single-flight, 4. lease, 5. fallback.
 	c.stats.misses.Add(1)
-	return c.loads.do(ctx, key, c.detach, func(lctx context.Context) (Result[V], error) {
-		if !c.enter() {
-			return Result[V]{}, ErrClosed
-		}
-		defer c.wg.Done()
-		return c.lead(lctx, key, ld)
-	})
+	return c.lead(ctx, key, ld)
+}
+
+// refreshRunning says whether this process is refreshing key.
+func (c *Cache[V]) refreshRunning(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.refreshing[key]
+	return ok
 }
 
 // staleResult serves a stale copy with the error of the last failed
@@ -500,7 +521,10 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 			c.refreshInBackground(ctx, key, ld, pttl)
 		}
 	case stale:
+		// Kept in L1 too, so that while the refresh runs this process
+		// serves it without reading Redis again.
 		c.stats.staleServed.Add(1)
+		c.setL1(key, e, gen)
 		c.refreshInBackground(ctx, key, ld, pttl)
 	}
 	return e, f, nil

@@ -8,10 +8,10 @@ import (
 // Stats are a cache's counters since New. They only grow.
 type Stats struct {
 	LocalHits          uint64 // fresh values served from L1
-	RedisHits          uint64 // fresh values served from Redis
-	Misses             uint64 // calls that found no usable value and entered single-flight
+	RedisHits          uint64 // fresh values read from Redis (callers sharing one read count once)
+	Misses             uint64 // reads that found no usable value and led a rebuild
 	Loads              uint64 // loader calls made by this process
-	StaleServed        uint64 // stale copies served while a refresh ran
+	StaleServed        uint64 // stale copies served while a refresh ran (callers sharing one read count once)
 	EarlyRefreshes     uint64 // XFetch and stale refreshes that won the lease and loaded
 	LockWon            uint64 // rebuild leases taken
 	LockContended      uint64 // times another node held the lease and this one waited

@@ -17,7 +17,9 @@ import (
 // measure the machine rather than the protection. So the database answers
 // no sooner than Config.Load after every caller of the herd has finished its
 // first Redis command, or no caller has for gateQuiet (some never will: a
-// node whose circuit breaker opened skips Redis). Callers' latencies
+// node whose circuit breaker opened skips Redis). In full mode a caller has
+// arrived when it enters Get, since stampede's callers share one read per
+// node. Callers' latencies
 // include the wait, as they would include a slow database. RedisDown has no
 // gate: there is nothing to read.
 

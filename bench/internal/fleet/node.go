@@ -172,6 +172,12 @@ func (n *node) request(i int, start <-chan struct{}) {
 	defer n.requests.Done()
 	ctx := context.WithValue(n.ctx, callerKey{}, &n.marks[i])
 	<-start
+	if n.j.Mode == Full {
+		// stampede's callers share one Redis read per node and key, so most
+		// make no Redis command of their own: a caller has missed once it
+		// is inside Get.
+		arrivalHook{n.gate}.seen(ctx)
+	}
 	t0 := time.Now()
 	v, err := n.impl.get(ctx)
 	t1 := time.Now()
