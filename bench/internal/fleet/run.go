@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede"
 	"golang.org/x/sync/errgroup"
 )
@@ -138,6 +139,17 @@ func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer, g ga
 		}
 		return partial{}, err
 	}
+	var seeded *refreshWatch
+	if j.Scenario == Expiry && j.Mode == Full {
+		if seeded, err = watchRefresh(ctx, j); err != nil {
+			close(start)
+			for _, n := range nodes {
+				n.cancel()
+			}
+			return partial{}, err
+		}
+		defer seeded.close()
+	}
 	released := time.Now()
 	close(start)
 
@@ -151,6 +163,11 @@ func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer, g ga
 		}
 	}
 	p.Wall = time.Since(released)
+	if seeded != nil {
+		if err := seeded.wait(ctx, runLimit(j)); err != nil {
+			return partial{}, err
+		}
+	}
 	// The survivors are done: end the dead nodes' hung loads and callers.
 	for _, n := range nodes {
 		if n.dead.Load() {
@@ -189,4 +206,44 @@ func addStats(a, b stampede.Stats) stampede.Stats {
 	a.LoaderPanics += b.LoaderPanics
 	a.Corrupt += b.Corrupt
 	return a
+}
+
+// refreshWatch waits for the refresh that nobody waits for. In Expiry the
+// callers are served the stale copy at once and may all be done before the
+// refresh lands; its load is counted only once it has.
+type refreshWatch struct {
+	rdb    *redis.Client
+	key    string
+	seeded string // the expired value, read before the herd
+}
+
+func watchRefresh(ctx context.Context, j job) (*refreshWatch, error) {
+	w := &refreshWatch{
+		rdb: redis.NewClient(&redis.Options{Addr: j.Addr, PoolSize: 1}),
+		key: j.NS + ":{" + hotKey + "}",
+	}
+	var err error
+	if w.seeded, err = w.rdb.Get(ctx, w.key).Result(); err != nil {
+		w.close()
+		return nil, fmt.Errorf("fleet: reading the expired value: %w", err)
+	}
+	return w, nil
+}
+
+func (w *refreshWatch) close() { w.rdb.Close() }
+
+// wait returns once Redis holds a value other than the expired one.
+func (w *refreshWatch) wait(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if v, err := w.rdb.Get(ctx, w.key).Result(); err == nil && v != w.seeded {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("fleet: the expired value was not refreshed within %v", limit)
 }
