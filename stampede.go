@@ -624,6 +624,8 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 			return c.waitTimedOut(ctx, key, ld)
 		case <-ctx.Done():
 			return Result[V]{}, context.Cause(ctx)
+		case <-c.closeCtx.Done():
+			return Result[V]{}, ErrClosed
 		}
 		c.waiters.release(key, slot)
 		slot = c.waiters.acquire(key)
@@ -701,7 +703,11 @@ type loadOut[V any] struct {
 // callLoader runs the loader safely with its own timeout.
 func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V]) (V, Entry, time.Duration, error) {
 	c.stats.loads.Add(1)
-	lctx, cancel := context.WithTimeout(ctx, c.opts.LoadTimeout)
+	cctx, cancelClosed := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(c.closeCtx, func() { cancelClosed(ErrClosed) })
+	defer stop()
+	defer cancelClosed(nil)
+	lctx, cancel := context.WithTimeout(cctx, c.opts.LoadTimeout)
 	defer cancel()
 	start := time.Now()
 	out, err := callSafely(lctx, func(ctx context.Context) (loadOut[V], error) {
@@ -995,11 +1001,10 @@ func (c *Cache[V]) enter() bool {
 }
 
 // detach gives shared work a context that keeps ctx's values but not its
-// cancellation (invariant 6), and that Close cancels.
+// cancellation (invariant 6). Close reaches the shared work where it can
+// take long: the loader's context (callLoader) and the wait (lead).
 func (c *Cache[V]) detach(ctx context.Context) (context.Context, context.CancelFunc) {
-	d, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(c.closeCtx, func() { cancel(ErrClosed) })
-	return d, func() { stop(); cancel(nil) }
+	return context.WithoutCancel(ctx), func() {}
 }
 
 // valueKey and lockKey share the hash tag {key}, so the scripts touch one
