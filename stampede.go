@@ -284,7 +284,7 @@ type Cache[V any] struct {
 type localEntry[V any] struct {
 	v          V
 	tombstone  bool
-	loadedAt   time.Duration // on the c.epoch clock
+	loadedAt   time.Duration // on the coarse clock
 	freshUntil time.Duration
 	staleUntil time.Duration
 }
@@ -441,6 +441,14 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *loca
 // readOrLead is run by the single-flight leader: step 2, then the stale
 // copy, then the rebuild.
 func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], staleCopy *localEntry[V]) (Result[V], error) {
+	// A flight that ended between this caller's L1 look and this one has
+	// filled L1: use it rather than read Redis or load again.
+	if e := c.getL1(key); e != nil {
+		if now := c.now(); now < e.freshUntil {
+			c.stats.localHits.Add(1)
+			return e.result(SourceLocal, now)
+		}
+	}
 	if c.redisUsable() {
 		e, f, err := c.readRedis(ctx, key, ld)
 		if err != nil {
@@ -562,14 +570,6 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, repor
 // lead is run by one caller per key per process (the single-flight leader):
 // re-check Redis and take the lease in one round trip, then load or wait.
 func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
-	// A flight that ended while this caller was on its way here (slow Redis
-	// read, say) has filled L1: use it rather than load again.
-	if e := c.getL1(key); e != nil {
-		if now := c.now(); now < e.freshUntil {
-			c.stats.localHits.Add(1)
-			return e.result(SourceLocal, now)
-		}
-	}
 	if !c.redisUsable() {
 		if c.rdb != nil && c.opts.FailClosed {
 			return Result[V]{}, fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
@@ -1013,9 +1013,7 @@ func (c *Cache[V]) valueKey(key string) string {
 	return c.opts.Namespace + ":{" + key + "}"
 }
 
-func (c *Cache[V]) lockKey(key string) string {
-	return c.opts.Namespace + ":{" + key + "}:lock"
-}
+func (c *Cache[V]) lockKey(key string) string { return c.valueKey(key) + ":lock" }
 
 func (c *Cache[V]) keys(key string) []string {
 	vk := c.valueKey(key)

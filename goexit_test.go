@@ -1,5 +1,0 @@
-package stampede
-
-import "runtime"
-
-func runtimeGoexit() { runtime.Goexit() }
