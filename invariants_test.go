@@ -3,6 +3,7 @@ package stampede
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -315,7 +316,7 @@ func TestInvariant7_PanickingLoader(t *testing.T) {
 					calls.Add(1)
 					time.Sleep(20 * time.Millisecond)
 					if kind == "goexit" {
-						runtimeGoexit()
+						runtime.Goexit()
 					}
 					panic("boom")
 				}

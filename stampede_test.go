@@ -455,3 +455,79 @@ func TestLocalHitDoesNotAllocate(t *testing.T) {
 		t.Errorf("[]byte hit: %v allocs per Get, want 0", n)
 	}
 }
+
+// LocalTTL caps how long a value is served from L1: past it, the next Get
+// reads Redis again though the value is still fresh there.
+func TestLocalTTLCapsL1(t *testing.T) {
+	b := mini(t)
+	c := newCache[string](t, b, Options{Namespace: "lttl", TTL: time.Hour, LocalTTL: 50 * time.Millisecond})
+	ctx := context.Background()
+	l := &countingLoader{}
+	fetch := func() Result[string] {
+		r, err := c.Fetch(ctx, "k", func(ctx context.Context, k string) (string, Entry, error) {
+			v, err := l.load(ctx, k)
+			return v, Entry{}, err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	fetch()
+	if r := fetch(); r.Source != SourceLocal {
+		t.Fatalf("within LocalTTL: source %v, want local", r.Source)
+	}
+	time.Sleep(80 * time.Millisecond)
+	if r := fetch(); r.Source != SourceRedis || r.Value != "v1:k" {
+		t.Fatalf("past LocalTTL: %+v, want the same value from Redis", r)
+	}
+}
+
+// upperCodec stores strings upper-cased, to tell its bytes from the default
+// codec's; it panics on the value "panic".
+type upperCodec struct{ marshals, unmarshals atomic.Int64 }
+
+func (u *upperCodec) Marshal(v any) ([]byte, error) {
+	u.marshals.Add(1)
+	s := v.(string)
+	if s == "panic" {
+		panic("codec exploded")
+	}
+	return []byte(strings.ToUpper(s)), nil
+}
+
+func (u *upperCodec) Unmarshal(b []byte, v any) error {
+	u.unmarshals.Add(1)
+	*(v.(*string)) = string(b)
+	return nil
+}
+
+// Options.Codec replaces the default encoding on both ends; a codec that
+// panics gives the caller an error, not a crash.
+func TestCustomCodec(t *testing.T) {
+	b := mini(t)
+	codec := &upperCodec{}
+	opts := Options{Namespace: "codec", Codec: codec}
+	a, other := newCache[string](t, b, opts), newCache[string](t, b, opts)
+	ctx := context.Background()
+	if v, err := a.Get(ctx, "k", func(context.Context, string) (string, error) { return "hello", nil }); err != nil || v != "hello" {
+		t.Fatalf("loader's caller got %q, %v", v, err)
+	}
+	if v, err := other.Get(ctx, "k", func(context.Context, string) (string, error) { return "", errors.New("unexpected load") }); err != nil || v != "HELLO" {
+		t.Fatalf("another node got %q, %v, want the codec's bytes decoded", v, err)
+	}
+	if codec.marshals.Load() != 1 || codec.unmarshals.Load() != 1 {
+		t.Fatalf("codec used %d/%d times, want 1/1", codec.marshals.Load(), codec.unmarshals.Load())
+	}
+	_, err := a.Get(ctx, "p", func(context.Context, string) (string, error) { return "panic", nil })
+	var pe *PanicError
+	if !errors.As(err, &pe) || pe.Value != "codec exploded" {
+		t.Fatalf("panicking codec: %v, want a *PanicError", err)
+	}
+	if b.mr.Exists("codec:{p}:lock") {
+		t.Fatal("the panicking codec left the lease behind")
+	}
+	if err := a.Set(ctx, "s", "panic"); !errors.As(err, &pe) {
+		t.Fatalf("Set with a panicking codec: %v", err)
+	}
+}
