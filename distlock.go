@@ -137,11 +137,15 @@ var lockHolderSrc string
 //go:embed lock_runonce.lua
 var lockRunOnceSrc string
 
+//go:embed lock_done.lua
+var lockDoneSrc string
+
 var (
 	lockObtainScript  = redis.NewScript(lockObtainSrc)
 	lockTTLScript     = redis.NewScript(lockTTLSrc)
 	lockHolderScript  = redis.NewScript(lockHolderSrc)
 	lockRunOnceScript = redis.NewScript(lockRunOnceSrc)
+	lockDoneScript    = redis.NewScript(lockDoneSrc)
 )
 
 var (
@@ -465,7 +469,7 @@ func (k *Lock) hold(ctx context.Context, ttl time.Duration, fn func(context.Cont
 		stopRenew()
 		<-renewed
 		cancelFn(nil)
-		if returned && err == nil && onSuccess != nil {
+		if returned && err == nil && lost == nil && onSuccess != nil {
 			sctx, cancel := detached(ctx, ttl)
 			err = onSuccess(sctx)
 			cancel()
@@ -502,26 +506,54 @@ func (k *Lock) renew(ctx context.Context, ttl time.Duration) error {
 	lastOK := k.start // the lease is good until lastOK+ttl at the earliest
 	t := time.NewTimer(interval)
 	defer t.Stop()
+	type outcome struct {
+		held bool
+		err  error
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		// Give up while a third of the lease is left, whatever the call
+		// does: a hung Redis must not keep fn running past the lease (a
+		// client ignores context deadlines unless told otherwise).
+		giveUp := time.Until(lastOK.Add(ttl - interval))
+		if giveUp <= 0 {
+			return fmt.Errorf("%w: lease on %q could not be renewed in time", ErrLockNotHeld, k.key)
+		}
 		sent := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, interval)
-		held, err := extendLease(rctx, k.l.rdb, k.rkey, k.value, ttl)
+		res := make(chan outcome, 1)
+		go func() {
+			held, err := extendLease(rctx, k.l.rdb, k.rkey, k.value, ttl)
+			res <- outcome{held, err}
+		}()
+		deadline := time.NewTimer(giveUp)
+		var o outcome
+		select {
+		case o = <-res:
+		case <-deadline.C:
+			cancel()
+			return fmt.Errorf("%w: lease on %q could not be renewed in time (Redis did not answer)", ErrLockNotHeld, k.key)
+		case <-ctx.Done():
+			deadline.Stop()
+			cancel()
+			return nil
+		}
+		deadline.Stop()
 		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case err == nil && held:
+		case o.err == nil && o.held:
 			lastOK = sent
 			t.Reset(interval)
-		case err == nil:
+		case o.err == nil:
 			return fmt.Errorf("%w: lease on %q was lost", ErrLockNotHeld, k.key)
 		case time.Since(lastOK) >= ttl-interval:
-			return fmt.Errorf("%w: lease on %q could not be renewed: %w", ErrLockNotHeld, k.key, err)
+			return fmt.Errorf("%w: lease on %q could not be renewed: %w", ErrLockNotHeld, k.key, o.err)
 		default:
 			// A transient error: try again sooner than usual, while the
 			// lease still has at least a third of ttl left.
@@ -537,9 +569,11 @@ func (k *Lock) renew(ctx context.Context, ttl time.Duration) error {
 // cannot be obtained, the locks already taken are released and the error
 // (wrapping ErrNotObtained when the key was held) is returned.
 //
-// The returned locks are in the order of keys. Each lease's ttl starts when
-// that key is obtained, so the first ones run out first. keys must be
-// non-empty and free of duplicates.
+// The returned locks are in the order of keys. When waiting for later keys
+// took a third of ttl or more, every lease is extended to ttl before
+// ObtainMany returns; if one ran out meanwhile, all are released and the
+// error wraps ErrNotObtained. keys must be non-empty and free of
+// duplicates.
 func (l *Locker) ObtainMany(ctx context.Context, keys []string, ttl time.Duration) ([]*Lock, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("stampede: ObtainMany: no keys")
@@ -572,6 +606,21 @@ func (l *Locker) ObtainMany(ctx context.Context, keys []string, ttl time.Duratio
 			return nil, err
 		}
 		locks[i] = k
+	}
+	// The first leases ran while later keys were waited for: extend them
+	// all to ttl, and if one ran out meanwhile, the set was never held.
+	if time.Since(locks[order[0]].start) >= ttl/3 {
+		for _, k := range locks {
+			if err := k.Refresh(ctx, ttl); err != nil {
+				for _, k := range locks {
+					_ = k.releaseDetached(ctx, ttl)
+				}
+				if errors.Is(err, ErrLockNotHeld) {
+					return nil, fmt.Errorf("%w: ObtainMany: a lease ran out while later keys were awaited: %w", ErrNotObtained, err)
+				}
+				return nil, err
+			}
+		}
 	}
 	return locks, nil
 }
@@ -627,10 +676,15 @@ func (l *Locker) RunOnce(ctx context.Context, name string, interval time.Duratio
 	k := &Lock{l: l, key: name, rkey: lease, value: value, fence: f, start: start}
 	markDone := func(ctx context.Context) error {
 		// Kept for two windows: only equality with the current window
-		// counts, so an old marker is harmless until it expires.
-		err := l.rdb.Set(ctx, done, strconv.FormatInt(window, 10), 2*interval).Err()
-		if err != nil {
+		// counts, so an old marker is harmless until it expires. Marked
+		// only under the lease: a run that lost it leaves the window open.
+		n, err := lockDoneScript.Run(ctx, l.rdb, []string{lease, done},
+			value, strconv.FormatInt(window, 10), (2 * interval).Milliseconds()).Int64()
+		switch {
+		case err != nil:
 			return fmt.Errorf("stampede: RunOnce: %q ran but could not be marked done: %w", name, err)
+		case n == 0:
+			return fmt.Errorf("%w: RunOnce: %q ran but its lease was lost; the window stays open", ErrLockNotHeld, name)
 		}
 		return nil
 	}

@@ -587,11 +587,96 @@ func TestRunOnceNextWindowRunsAgain(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	var runs atomic.Int64
 	fn := func(context.Context) error { runs.Add(1); return nil }
-	for runs.Load() < 3 {
+	// Triggers every interval/10 for 5 intervals: a run in each window it
+	// spans (5 or 6), never one per trigger (50).
+	start := time.Now()
+	for time.Since(start) < 5*interval {
 		if _, err := l.RunOnce(ctx, "tick", interval, fn); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(interval / 10)
+	}
+	windows := int64(time.Since(start)/interval) + 2
+	if n := runs.Load(); n < 3 || n > windows {
+		t.Fatalf("%d runs over %v of triggers, want one per window (3..%d)", n, time.Since(start), windows)
+	}
+}
+
+// A RunOnce whose lease was lost while fn ran does not mark the window
+// done: the next trigger in the same window runs fn.
+func TestRunOnceLostLeaseLeavesWindowOpen(t *testing.T) {
+	ctx := testCtx(t)
+	rdb := redistest.Start(t).Client(t)
+	l := newTestLocker(t, rdb, LockerOptions{})
+	ran, err := l.RunOnce(ctx, "job", time.Hour, func(ctx context.Context) error {
+		rdb.Del(ctx, "lock:{job}") // the lease runs out behind fn's back
+		return nil
+	})
+	if !ran || !errors.Is(err, ErrLockNotHeld) {
+		t.Fatalf("RunOnce = %v, %v, want ran and ErrLockNotHeld", ran, err)
+	}
+	var again atomic.Int64
+	if ran, err := l.RunOnce(ctx, "job", time.Hour, func(context.Context) error { again.Add(1); return nil }); !ran || err != nil || again.Load() != 1 {
+		t.Fatalf("next trigger: ran %v, %v, %d runs: the window was marked done without a lease", ran, err, again.Load())
+	}
+}
+
+// Do cancels fn before its lease can run out even when Redis stops
+// answering (not refusing: hanging), which a client's read timeout alone
+// would not notice in time.
+func TestDoCancelsFnWhenRedisHangs(t *testing.T) {
+	ctx := testCtx(t)
+	srv := redistest.Start(t)
+	l := newTestLocker(t, srv.Client(t), LockerOptions{})
+	pauser := srv.Client(t)
+	const ttl = 900 * time.Millisecond
+	var paused, cancelled time.Time
+	err := l.Do(ctx, "hang", ttl, func(ctx context.Context) error {
+		time.Sleep(ttl / 2) // one renewal has gone through
+		paused = time.Now()
+		if err := pauser.Do(ctx, "CLIENT", "PAUSE", "3000", "ALL").Err(); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		cancelled = time.Now()
+		return nil
+	})
+	if !errors.Is(err, ErrLockNotHeld) {
+		t.Fatalf("Do = %v, want ErrLockNotHeld", err)
+	}
+	// The last good renewal was before the pause; the lease lasts ttl from it.
+	if d := cancelled.Sub(paused); d >= ttl {
+		t.Fatalf("fn was cancelled %v after Redis hung, past its %v lease", d, ttl)
+	}
+}
+
+// ObtainMany never returns a lease that ran out while it waited for later
+// keys.
+func TestObtainManyNeverReturnsExpiredLocks(t *testing.T) {
+	ctx := testCtx(t)
+	l := newTestLocker(t, redistest.Start(t).Client(t), LockerOptions{Retry: patient})
+	const ttl = 200 * time.Millisecond
+	busy, err := l.Obtain(ctx, "b", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(2 * ttl); busy.Release(context.Background()) }()
+	locks, err := l.ObtainMany(ctx, []string{"a", "b"}, ttl)
+	if err == nil {
+		for _, k := range locks {
+			if _, terr := k.TTL(ctx); terr != nil {
+				t.Fatalf("ObtainMany returned %q no longer held: %v", k.Key(), terr)
+			}
+		}
+		return
+	}
+	if !errors.Is(err, ErrNotObtained) {
+		t.Fatalf("ObtainMany = %v, want ErrNotObtained or held locks", err)
+	}
+	for _, key := range []string{"a", "b"} {
+		if _, err := l.Holder(ctx, key); !errors.Is(err, ErrLockNotHeld) {
+			t.Errorf("%s held after a failed ObtainMany: %v", key, err)
+		}
 	}
 }
 
@@ -663,15 +748,17 @@ func dedupe(set []string, idx []int) ([]string, []int) {
 func TestObtainManyReleasesPartialLocks(t *testing.T) {
 	ctx := testCtx(t)
 	l := newTestLocker(t, redistest.Start(t).Client(t), LockerOptions{Retry: NoRetry()})
-	busy, err := l.Obtain(ctx, "m2", time.Minute)
+	// The last key in sorted order is busy, so m1 and m2 are taken first and
+	// must be given back.
+	busy, err := l.Obtain(ctx, "m3", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = l.ObtainMany(ctx, []string{"m3", "m1", "m2"}, time.Minute)
-	if !errors.Is(err, ErrNotObtained) || !strings.Contains(err.Error(), `"m2"`) {
-		t.Fatalf("got %v, want ErrNotObtained for m2", err)
+	if !errors.Is(err, ErrNotObtained) || !strings.Contains(err.Error(), `"m3"`) {
+		t.Fatalf("got %v, want ErrNotObtained for m3", err)
 	}
-	for _, key := range []string{"m1", "m3"} {
+	for _, key := range []string{"m1", "m2"} {
 		if _, err := l.Holder(ctx, key); !errors.Is(err, ErrLockNotHeld) {
 			t.Errorf("%s still held after a failed ObtainMany: %v", key, err)
 		}
