@@ -262,3 +262,35 @@ func redistestClient(t *testing.T, addr string) *redisClient {
 }
 
 var _ = context.Background
+
+// A refresh whose body outgrows MaxBodySize has nobody to stream it to: it
+// is not stored, and no client is ever served the cut-off part of it.
+func TestRefreshOutgrowingMaxBodyIsNotStored(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	big := strings.Repeat("x", 500)
+	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=60")
+		if n == 1 {
+			fmt.Fprint(w, "small")
+			return
+		}
+		fmt.Fprint(w, big)
+	}}
+	s := newMW(t, rdb, Options{LocalCapacity: -1, MaxBodySize: 200}).Handler(h)
+	do(s, "GET", "/grow")
+	mr.FastForward(15 * time.Second)
+	if w := do(s, "GET", "/grow"); w.Body.String() != "small" {
+		t.Fatalf("stale request got %q", w.Body.String())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.n.Load() < 3 { // the refresh, then a request that finds no stored copy
+		if time.Now().After(deadline) {
+			t.Fatalf("handler ran %d times", h.n.Load())
+		}
+		w := do(s, "GET", "/grow")
+		if b := w.Body.String(); b != "small" && b != big {
+			t.Fatalf("served %d bytes (%q): a cut-off body", len(b), status(w))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -580,7 +580,12 @@ func (m *Middleware) execute(ctx context.Context, c *call) *outcome {
 				break
 			}
 			o.status, o.header, o.body, o.err = rec.result()
-			if o.err == nil && !isServerError(o.status) {
+			if o.err == nil && errors.Is(rec.werr, errNoReader) {
+				// It outgrew MaxBodySize with nobody left to stream it to
+				// (a background refresh, a leader whose client left): what
+				// was recorded is cut off, and never stored.
+				o.e, o.reason = nil, "too-big"
+			} else if o.err == nil && !isServerError(o.status) {
 				o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, time.Now())
 			}
 		}
