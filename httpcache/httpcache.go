@@ -375,9 +375,22 @@ func storedParam(stored bool) string {
 // serveError answers a request whose response could not be had.
 func (m *Middleware) serveError(w http.ResponseWriter, r *http.Request, err error, collapsed string) {
 	var oe *originError
-	if errors.As(err, &oe) { // the handler's own 5xx, shared with the waiters
-		m.writeRaw(w, r, oe.o, m.opts.CacheStatusName+"; fwd=uri-miss; fwd-status="+strconv.Itoa(oe.o.status)+collapsed)
-		return
+	if errors.As(err, &oe) { // the handler's own 5xx
+		cs := m.opts.CacheStatusName + "; fwd=uri-miss; fwd-status=" + strconv.Itoa(oe.o.status) + collapsed
+		if collapsed == "" {
+			m.writeRaw(w, r, oe.o, cs)
+			return
+		}
+		// Another request's response: the waiters share its status and
+		// body, never what was meant for that one client.
+		cc := parseCacheControl(oe.o.header)
+		if !cc.has("private") && !cc.has("no-store") {
+			shared := *oe.o
+			shared.header = oe.o.header.Clone()
+			shared.header.Del("Set-Cookie")
+			m.writeRaw(w, r, &shared, cs)
+			return
+		}
 	}
 	if r.Context().Err() != nil {
 		return // the client left

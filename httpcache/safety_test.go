@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -463,5 +465,37 @@ func TestCacheStatusValues(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s: Cache-Status %q, want %q", tc.path, got, tc.want)
 		}
+	}
+}
+
+// A 5xx shared with the requests that waited for it keeps its status and
+// body but not the cookie meant for the client whose request ran it.
+func TestServerErrorCookieNotShared(t *testing.T) {
+	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+		time.Sleep(100 * time.Millisecond) // the others arrive and wait
+		w.Header().Set("Set-Cookie", fmt.Sprintf("sess=%d", n))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, "busy")
+	}}
+	s := newMW(t, nil, Options{}).Handler(h)
+	var wg sync.WaitGroup
+	var cookies, unavailable atomic.Int64
+	for range 5 {
+		wg.Go(func() {
+			w := do(s, "GET", "/e")
+			if w.Code == http.StatusServiceUnavailable && w.Body.String() == "busy" {
+				unavailable.Add(1)
+			}
+			if w.Header().Get("Set-Cookie") != "" {
+				cookies.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if unavailable.Load() != 5 {
+		t.Fatalf("%d of 5 clients got the 503", unavailable.Load())
+	}
+	if cookies.Load() != h.n.Load() {
+		t.Fatalf("%d clients got a Set-Cookie from %d handler runs: a cookie reached another client", cookies.Load(), h.n.Load())
 	}
 }
