@@ -168,6 +168,9 @@ func (m *Middleware) Purge(ctx context.Context, urls ...string) error {
 			errs = append(errs, fmt.Errorf("httpcache: purge %q: not an absolute URL", raw))
 			continue
 		}
+		if u.Path == "" {
+			u.Path = "/" // "http://host" names the same resource as "http://host/"
+		}
 		if err := m.cache.Delete(ctx, primaryKeyOf(strings.ToLower(u.Scheme), u.Host, u)); err != nil {
 			errs = append(errs, fmt.Errorf("httpcache: purge %q: %w", raw, err))
 		}

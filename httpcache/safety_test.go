@@ -209,7 +209,8 @@ func TestNeverStored(t *testing.T) {
 			if tc.name == "set-cookie allowed, stripped" && w.Header().Get("Set-Cookie") == "" {
 				t.Errorf("the filling client lost its cookie")
 			}
-			w = do(s, method, "/n", tc.req...)
+			// A plain GET is what a wrongly stored entry would be served to.
+			w = do(s, "GET", "/n")
 			if stored := h.n.Load() == 1; stored != tc.stored {
 				t.Fatalf("stored = %v, want %v (%q)", stored, tc.stored, status(w))
 			}
@@ -497,5 +498,27 @@ func TestServerErrorCookieNotShared(t *testing.T) {
 	}
 	if cookies.Load() != h.n.Load() {
 		t.Fatalf("%d clients got a Set-Cookie from %d handler runs: a cookie reached another client", cookies.Load(), h.n.Load())
+	}
+}
+
+// Purge of a bare origin ("http://host") removes the entry for "/".
+func TestPurgeBareOrigin(t *testing.T) {
+	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "home")
+	}}
+	mw := newMW(t, nil, Options{})
+	s := mw.Handler(h)
+	do(s, "GET", "/")
+	do(s, "GET", "/")
+	if h.n.Load() != 1 {
+		t.Fatalf("not stored: %d runs", h.n.Load())
+	}
+	if err := mw.Purge(context.Background(), "http://example.com"); err != nil {
+		t.Fatal(err)
+	}
+	do(s, "GET", "/")
+	if h.n.Load() != 2 {
+		t.Fatalf("%d runs after Purge: the entry for / survived", h.n.Load())
 	}
 }
