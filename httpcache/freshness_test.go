@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,5 +294,62 @@ func TestRefreshOutgrowingMaxBodyIsNotStored(t *testing.T) {
 			t.Fatalf("served %d bytes (%q): a cut-off body", len(b), status(w))
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Refreshing one stale variant runs the handler once, for that variant, and
+// leaves the other variants of the URL in place.
+func TestStaleVariantRefreshKeepsOtherVariants(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=60")
+		w.Header().Set("Vary", "Accept-Language")
+		fmt.Fprintf(w, "%s%d", r.Header.Get("Accept-Language"), n)
+	}}
+	s := newMW(t, rdb, Options{LocalCapacity: -1}).Handler(h)
+	get := func(lang string) string { return do(s, "GET", "/v", "Accept-Language", lang).Body.String() }
+	if get("en") != "en1" || get("fr") != "fr2" {
+		t.Fatal("variants not filled")
+	}
+	mr.FastForward(15 * time.Second)
+	if b := get("en"); b != "en1" {
+		t.Fatalf("stale en: %q", b)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for get("en") != "en3" {
+		if time.Now().After(deadline) {
+			t.Fatalf("en never refreshed; %d runs", h.n.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := h.n.Load(); n != 3 {
+		t.Fatalf("%d handler runs, want 3: refreshing en ran the handler more than once", n)
+	}
+	if b := get("fr"); b != "fr2" {
+		t.Fatalf("fr served %q, want its stale copy fr2: the refresh orphaned it", b)
+	}
+}
+
+// When the origin starts varying on other fields, the old Vary record is
+// dropped and the URL is cached again under the new ones.
+func TestVaryChangeReplacesRecord(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	var vary atomic.Value
+	vary.Store("Accept-Language")
+	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Vary", vary.Load().(string))
+		fmt.Fprintf(w, "r%d", n)
+	}}
+	s := newMW(t, rdb, Options{LocalCapacity: -1, HitForMissTTL: time.Second}).Handler(h)
+	req := func() *httptest.ResponseRecorder { return do(s, "GET", "/vc", "Accept-Language", "en") }
+	req()
+	vary.Store("Accept-Encoding")
+	mr.FastForward(11 * time.Second) // the variant expires; the record does not
+	req() // the variant's run varies on other fields: the record is dropped
+	req() // stores a record for the new fields
+	runs := h.n.Load()
+	if w := req(); h.n.Load() != runs || !strings.Contains(status(w), "hit") {
+		t.Fatalf("after the Vary change: %q, %d runs: the URL is not cached again", status(w), h.n.Load()-runs)
 	}
 }

@@ -264,7 +264,7 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 			m.bypass(w, r, c.next, "vary-loop")
 			return
 		}
-		vc := &call{m: m, next: c.next, r: r, variant: e}
+		vc := &call{m: m, next: c.next, r: r, variant: e, primary: key}
 		m.lookup(w, r, vc, variantKey(key, e.gen, e.vary, r))
 	default:
 		m.serveResult(w, r, c, key, res)
@@ -513,6 +513,11 @@ func (c *call) load(lctx context.Context, key string) (*entry, stampede.Entry, e
 	e := o.e
 	if c.variant != nil {
 		if !slices.Equal(e.vary, c.variant.vary) {
+			// The origin varies on other fields now: drop the record, so
+			// the next request stores one with the new names.
+			if err := m.cache.Delete(lctx, c.primary); err != nil && m.opts.OnError != nil {
+				m.opts.OnError(c.primary, err)
+			}
 			return m.pass("vary-changed")
 		}
 		return e, o.ent, nil
@@ -523,16 +528,22 @@ func (c *call) load(lctx context.Context, key string) (*entry, stampede.Entry, e
 	// The response varies: store it under its variant's key, and a Vary
 	// record under the primary key. The record's generation is part of the
 	// variant keys, so purging the primary key orphans all the variants.
-	rec := &entry{kind: kindVary, vary: e.vary, gen: newGen(),
-		initialAge: e.initialAge, life: e.life, swr: e.swr, sie: e.sie}
+	rec := &entry{kind: kindVary, vary: e.vary, gen: newGen()}
 	vk := variantKey(key, rec.gen, e.vary, o.req)
 	if _, err := m.cache.Fetch(lctx, vk, func(context.Context, string) (*entry, stampede.Entry, error) {
 		return e, o.ent, nil
 	}); err != nil && m.opts.OnError != nil {
 		m.opts.OnError(vk, err)
 	}
-	return rec, o.ent, nil
+	// The record outlives any one variant and is never refreshed: a
+	// refresh would draw a new generation and orphan every other variant.
+	// Each variant keeps its own freshness under its own key.
+	return rec, stampede.Entry{TTL: max(o.ent.TTL+max(o.ent.Stale, 0), varyRecordTTL), Stale: -1}, nil
 }
+
+// varyRecordTTL is the least a Vary record lives. It only maps a URL to the
+// fields its responses vary on; a change of those fields drops it.
+const varyRecordTTL = time.Hour
 
 // pass returns the hit-for-miss marker.
 func (m *Middleware) pass(reason string) (*entry, stampede.Entry, error) {

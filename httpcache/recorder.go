@@ -218,6 +218,7 @@ type call struct {
 	// variant is the Vary record when this call looks up a variant key, nil
 	// for a primary key.
 	variant *entry
+	primary string // the primary key, when variant is set
 
 	mu     sync.Mutex // guards done, own, stream
 	done   bool       // the request has stopped waiting: a stream has no reader
