@@ -152,7 +152,7 @@ func Run(ctx context.Context, cfg Config, sc Scenario, mode Mode) (Result, error
 		NS: fmt.Sprintf("bench-%d-%s-%s", time.Now().UnixNano(), sc, mode),
 	}
 	defer cleanup(context.WithoutCancel(ctx), ctl, j.NS)
-	if err := setup(ctx, ctl, j); err != nil {
+	if err := setup(ctx, ctl, &j); err != nil {
 		return Result{}, fmt.Errorf("fleet: setting up %s: %w", sc, err)
 	}
 
@@ -189,6 +189,9 @@ type job struct {
 	NS       string // prefix of every Redis key and channel of this run
 	IDs      []int  // the nodes a worker runs
 	Procs    int    // the number of workers
+	// Expired is, in Expiry with full, the expired value as setup wrote it
+	// to Redis, so that every worker can tell when the refresh has landed.
+	Expired string
 }
 
 // share is how many of the herd's requests go to node id.
@@ -213,7 +216,7 @@ func allNodes(n int) []int {
 // setup prepares Redis for the scenario. Only Expiry needs anything: a
 // value written through stampede (so it carries its envelope) whose TTL has
 // just run out while its stale window is open.
-func setup(ctx context.Context, ctl *redis.Client, j job) error {
+func setup(ctx context.Context, ctl *redis.Client, j *job) error {
 	if j.Scenario != Expiry || j.Mode != Full {
 		return nil
 	}
@@ -229,7 +232,9 @@ func setup(ctx context.Context, ctl *redis.Client, j job) error {
 		return err
 	}
 	time.Sleep(5 * time.Millisecond)
-	return nil
+	var err2 error
+	j.Expired, err2 = ctl.Get(ctx, j.NS+":{"+hotKey+"}").Result()
+	return err2
 }
 
 // cleanup deletes the run's keys, so the next run starts from nothing.

@@ -98,13 +98,13 @@ func TestProcs(t *testing.T) {
 	cfg.Procs = 2
 	cfg.WorkerCmd = []string{os.Args[0], "-test.run=^TestWorkerProcess$"}
 	t.Setenv("FLEET_TEST_WORKER", "1")
-	for _, sc := range []Scenario{Cold, Crash} {
+	for _, sc := range []Scenario{Cold, Expiry, Crash} {
 		r, err := Run(t.Context(), cfg, sc, Full)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Log(r.progress())
-		want := map[Scenario]int64{Cold: 1, Crash: 2}[sc]
+		want := map[Scenario]int64{Cold: 1, Expiry: 1, Crash: 2}[sc]
 		if r.Loads != want || r.Errors != 0 || r.Answered+r.Lost != testRequests {
 			t.Errorf("%s: loads %d (want %d), errors %d, answered %d + lost %d", sc, r.Loads, want, r.Errors, r.Answered, r.Lost)
 		}

@@ -141,7 +141,7 @@ func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer, g ga
 	}
 	var seeded *refreshWatch
 	if j.Scenario == Expiry && j.Mode == Full {
-		if seeded, err = watchRefresh(ctx, j); err != nil {
+		if seeded, err = watchRefresh(j); err != nil {
 			close(start)
 			for _, n := range nodes {
 				n.cancel()
@@ -214,20 +214,18 @@ func addStats(a, b stampede.Stats) stampede.Stats {
 type refreshWatch struct {
 	rdb    *redis.Client
 	key    string
-	seeded string // the expired value, read before the herd
+	seeded string // the expired value, read by setup before the herd
 }
 
-func watchRefresh(ctx context.Context, j job) (*refreshWatch, error) {
-	w := &refreshWatch{
-		rdb: redis.NewClient(&redis.Options{Addr: j.Addr, PoolSize: 1}),
-		key: j.NS + ":{" + hotKey + "}",
+func watchRefresh(j job) (*refreshWatch, error) {
+	if j.Expired == "" {
+		return nil, errors.New("fleet: setup did not record the expired value")
 	}
-	var err error
-	if w.seeded, err = w.rdb.Get(ctx, w.key).Result(); err != nil {
-		w.close()
-		return nil, fmt.Errorf("fleet: reading the expired value: %w", err)
-	}
-	return w, nil
+	return &refreshWatch{
+		rdb:    redis.NewClient(&redis.Options{Addr: j.Addr, PoolSize: 1}),
+		key:    j.NS + ":{" + hotKey + "}",
+		seeded: j.Expired,
+	}, nil
 }
 
 func (w *refreshWatch) close() { w.rdb.Close() }
