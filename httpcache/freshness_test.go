@@ -346,8 +346,8 @@ func TestVaryChangeReplacesRecord(t *testing.T) {
 	req()
 	vary.Store("Accept-Encoding")
 	mr.FastForward(11 * time.Second) // the variant expires; the record does not
-	req() // the variant's run varies on other fields: the record is dropped
-	req() // stores a record for the new fields
+	req()                            // the variant's run varies on other fields: the record is dropped
+	req()                            // stores a record for the new fields
 	runs := h.n.Load()
 	if w := req(); h.n.Load() != runs || !strings.Contains(status(w), "hit") {
 		t.Fatalf("after the Vary change: %q, %d runs: the URL is not cached again", status(w), h.n.Load()-runs)
