@@ -332,8 +332,12 @@ func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call
 			fs = "; fwd-status=" + strconv.Itoa(o.status)
 		}
 		m.writeEntry(w, r, e, age, name+"; fwd=stale"+fs+"; ttl="+seconds(-staleFor)+"; detail=stale-if-error")
-	case o.e != nil:
+	case o.e != nil && (o.owner == c2 || sameVary(o.e, c.variant)):
 		m.writeEntry(w, r, o.e, o.e.initialAge, name+"; fwd=stale; fwd-status="+strconv.Itoa(o.status))
+	case o.e != nil:
+		// Another request's run, which now varies on other fields: it may
+		// be another client's variant.
+		m.bypass(w, r, c.next, "vary-changed")
 	case o.owner == c2 && o.stream == nil:
 		m.writeRaw(w, r, o, name+"; fwd=stale; fwd-status="+strconv.Itoa(o.status)+"; detail="+o.reason)
 	default:
@@ -544,6 +548,15 @@ func (c *call) load(lctx context.Context, key string) (*entry, stampede.Entry, e
 // varyRecordTTL is the least a Vary record lives. It only maps a URL to the
 // fields its responses vary on; a change of those fields drops it.
 const varyRecordTTL = time.Hour
+
+// sameVary says whether response e may answer every request that looked up
+// the key of rec: the same Vary fields, or none for a primary key.
+func sameVary(e, rec *entry) bool {
+	if rec == nil {
+		return len(e.vary) == 0
+	}
+	return slices.Equal(e.vary, rec.vary)
+}
 
 // pass returns the hit-for-miss marker.
 func (m *Middleware) pass(reason string) (*entry, stampede.Entry, error) {
