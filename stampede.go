@@ -467,7 +467,7 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 	// An L1 stale copy is served when Redis had nothing better (or is out).
 	if staleCopy != nil {
 		c.stats.staleServed.Add(1)
-		c.refreshInBackground(ctx, key, ld, -1)
+		c.refreshInBackground(ctx, key, ld, "")
 		return c.staleResult(key, staleCopy)
 	}
 	c.stats.misses.Add(1)
@@ -526,14 +526,14 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 		c.stats.redisHits.Add(1)
 		c.setL1(key, e, gen)
 		if !e.tombstone && shouldRefreshEarly(freshLeft, h.delta, c.opts.Beta) {
-			c.refreshInBackground(ctx, key, ld, pttl)
+			c.refreshInBackground(ctx, key, ld, idArg(h.id))
 		}
 	case stale:
 		// Kept in L1 too, so that while the refresh runs this process
 		// serves it without reading Redis again.
 		c.stats.staleServed.Add(1)
 		c.setL1(key, e, gen)
-		c.refreshInBackground(ctx, key, ld, pttl)
+		c.refreshInBackground(ctx, key, ld, idArg(h.id))
 	}
 	return e, f, nil
 }
@@ -589,7 +589,7 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 	)
 	for attempt := 0; ; attempt++ {
 		gen := c.gen.Load()
-		e, f, status, err := c.readOrLock(ctx, key, lease, -1)
+		e, f, status, err := c.readOrLock(ctx, key, lease, "")
 		if err != nil {
 			if c.opts.FailClosed {
 				return Result[V]{}, err
@@ -659,20 +659,16 @@ const (
 	lockHeld     = 2
 )
 
-// seenNothing makes lock.lua skip whatever value is there (an undecodable
-// one) and go for the lease.
-const seenNothing = time.Duration(1 << 60)
+// seenNothing makes lock.lua go for the lease past whatever value is there
+// (an undecodable one).
+const seenNothing = "*"
 
 // readOrLock runs lock.lua: the value if there is one to use, else an
-// attempt at the lease. seen is the PTTL the caller saw (a refresh) or -1 (a
-// miss).
-func (c *Cache[V]) readOrLock(ctx context.Context, key, lease string, seen time.Duration) (*localEntry[V], freshness, int, error) {
-	seenMS := int64(-1)
-	if seen >= 0 {
-		seenMS = seen.Milliseconds()
-	}
+// attempt at the lease. seen is "" on a miss, or the write id (idArg) of the
+// entry a refresh means to replace.
+func (c *Cache[V]) readOrLock(ctx context.Context, key, lease, seen string) (*localEntry[V], freshness, int, error) {
 	for range 2 {
-		res, err := lockScript.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), seenMS).Slice()
+		res, err := lockScript.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), seen).Slice()
 		if err != nil {
 			return nil, expired, 0, c.redisFailed(ctx, err)
 		}
@@ -689,7 +685,7 @@ func (c *Cache[V]) readOrLock(ctx context.Context, key, lease string, seen time.
 		}
 		// Undecodable (counted by decodeRedis) or expired in between: go
 		// for the lease past it.
-		seenMS = seenNothing.Milliseconds()
+		seen = seenNothing
 	}
 	return nil, expired, lockHeld, nil
 }
@@ -736,7 +732,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], le
 
 	if err != nil {
 		if errors.Is(err, ErrNotFound) && c.opts.NotFoundTTL > 0 {
-			raw := appendEntry(nil, header{tombstone: true, ttl: c.opts.NotFoundTTL}, nil)
+			raw := appendEntry(nil, header{id: newWriteID(), tombstone: true, ttl: c.opts.NotFoundTTL}, nil)
 			if stored, ferr := c.fill(ctx, key, lease, raw, c.opts.NotFoundTTL); stored || ferr != nil {
 				c.setL1(key, c.newLocal(zero[V](), true, c.opts.NotFoundTTL, 0), gen)
 				c.settleL1()
@@ -758,7 +754,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], le
 		_, _ = c.fill(ctx, key, lease, nil, 0)
 		return Result[V]{}, fmt.Errorf("stampede: encoding value of key %q: %w", key, err)
 	}
-	raw := appendEntry(make([]byte, 0, maxHeaderLen+len(payload)), header{ttl: ttl, stale: stl, delta: delta}, payload)
+	raw := appendEntry(make([]byte, 0, maxHeaderLen+len(payload)), header{id: newWriteID(), ttl: ttl, stale: stl, delta: delta}, payload)
 	stored, ferr := c.fill(ctx, key, lease, raw, ttl+stl)
 	if stored || ferr != nil { // a rejected write-back means newer data exists
 		c.setL1(key, c.newLocal(v, false, ttl, stl), gen)
@@ -837,7 +833,7 @@ func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], stor
 
 // refreshInBackground starts one refresh of key in this process, unless one
 // is running. seen is the value's PTTL as read (-1: none).
-func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], seen time.Duration) {
+func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], seen string) {
 	c.mu.Lock()
 	if _, busy := c.refreshing[key]; c.closed.Load() || busy {
 		c.mu.Unlock()
@@ -874,7 +870,7 @@ func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loade
 // refresh rebuilds a value that is stale or near expiry, once across the
 // fleet: it takes the lease only if nobody rewrote the value since it was
 // read (lock.lua compares PTTLs).
-func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], seen time.Duration) error {
+func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], seen string) error {
 	if !c.redisUsable() {
 		if c.rdb != nil && c.opts.FailClosed {
 			return ErrRedisUnavailable
@@ -887,7 +883,7 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], seen t
 	if err != nil || status != lockWon {
 		return err
 	}
-	if seen >= 0 {
+	if seen != "" {
 		c.stats.earlyRefreshes.Add(1)
 	}
 	_, err = c.loadAndFill(ctx, key, ld, lease)
@@ -912,7 +908,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 		if err != nil {
 			return fmt.Errorf("stampede: encoding value of key %q: %w", key, err)
 		}
-		raw := appendEntry(make([]byte, 0, maxHeaderLen+len(payload)), header{ttl: ttl, stale: stl}, payload)
+		raw := appendEntry(make([]byte, 0, maxHeaderLen+len(payload)), header{id: newWriteID(), ttl: ttl, stale: stl}, payload)
 		if err := c.write(ctx, key, raw, ttl+stl); err != nil {
 			return err
 		}

@@ -531,3 +531,40 @@ func TestCustomCodec(t *testing.T) {
 		t.Fatalf("Set with a panicking codec: %v", err)
 	}
 }
+
+// A refresh is skipped when the entry it read was rewritten meanwhile, even
+// if the new entry lives shorter than the old one had left (the write id
+// tells them apart, not the remaining TTL).
+func TestRefreshSkipsAnEntryRewrittenWithAShorterLife(t *testing.T) {
+	onBackends(t, false, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		rdb := b.client(t)
+		seeder := newCache[string](t, b, Options{Namespace: "rw", TTL: time.Millisecond, Stale: 10 * time.Minute})
+		if err := seeder.Set(ctx, "k", "old"); err != nil {
+			t.Fatal(err)
+		}
+		b.advance(5 * time.Millisecond)
+		raw, _ := rdb.Get(ctx, "rw:{k}").Bytes()
+		old, _, err := decodeEntry(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := newCache[string](t, b, Options{Namespace: "rw", TTL: time.Minute, Stale: time.Minute, LocalCapacity: -1})
+		other := newCache[string](t, b, Options{Namespace: "rw", TTL: time.Minute, Stale: time.Minute, LocalCapacity: -1})
+		l := &countingLoader{}
+		if v, _ := a.Get(ctx, "k", l.load); v != "old" {
+			t.Fatalf("got %q, want the stale copy", v)
+		}
+		eventually(t, 5*time.Second, "refresh landed", func() bool {
+			v, _ := a.Get(ctx, "k", l.load)
+			return v == "v1:k"
+		})
+		// other read "old" before the refresh landed and now tries its own.
+		if err := other.refresh(ctx, "k", loader[string]{plain: l.load}, idArg(old.id)); err != nil {
+			t.Fatal(err)
+		}
+		if n := l.calls.Load(); n != 1 {
+			t.Fatalf("%d loads, want 1: a second refresh replaced a value written after it read", n)
+		}
+	})
+}
