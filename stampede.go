@@ -500,14 +500,17 @@ func (e *localEntry[V]) result(src Source, now time.Duration) (Result[V], error)
 	return Result[V]{Value: e.v, Source: src, Age: now - e.loadedAt}, nil
 }
 
-// readRedis is step 2: one round trip for the value and its remaining TTL.
+// readRedis is step 2: one round trip for the value and its remaining TTL,
+// read together.
 // e is nil on a miss (absent, expired, or undecodable). A fresh value goes
 // to L1 and may start an XFetch early refresh; a stale one starts a
 // background refresh.
 func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*localEntry[V], freshness, error) {
 	vk := c.valueKey(key)
 	gen := c.gen.Load()
-	pipe := c.rdb.Pipeline()
+	// MULTI/EXEC, still one round trip: a write landing between GET and
+	// PTTL would pair an old value with a new entry's TTL.
+	pipe := c.rdb.TxPipeline()
 	get := pipe.Get(ctx, vk)
 	pttlCmd := pipe.PTTL(ctx, vk)
 	_, err := pipe.Exec(ctx)
