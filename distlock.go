@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "embed"
@@ -113,13 +114,69 @@ func extendLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl
 }
 
 // releaseLease deletes the lock if it still holds value (compare-and-delete).
-// held is false when the lease had already been lost.
+// held is false when the lease had already been lost. A marker beside the
+// lock remembers the release for what was left of the lease, so a request
+// re-sent after its reply was lost is told it released (invariant 12).
 func releaseLease(ctx context.Context, rdb redis.Scripter, key, value string) (held bool, err error) {
-	n, err := releaseScript.Run(ctx, rdb, []string{key}, value).Int64()
+	n, err := releaseScript.Run(ctx, rdb, []string{key, key + ":released"}, value).Int64()
 	if err != nil {
 		return false, err
 	}
 	return n == 1, nil
+}
+
+// keepLease renews the lease on key every ttl/3 until ctx ends (invariant
+// 3); the cache's rebuild leases and the Locker's Do and RunOnce all keep
+// theirs with it. lastOK is when the request that took the lease was sent;
+// renewed, if not nil, is called after each renewal.
+//
+// It returns nil when ctx ended, and an error wrapping ErrLockNotHeld when
+// the lease was found gone, or could not be confirmed while a third of it
+// was left: whatever a renewal does, even hang on a Redis that stopped
+// answering, the holder learns in time that it may no longer hold it.
+func keepLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.Duration,
+	lastOK time.Time, ctxDeadlines bool, renewed func()) error {
+	interval := max(ttl/3, time.Millisecond)
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		giveUp := time.Until(lastOK.Add(ttl - interval))
+		if giveUp <= 0 {
+			return fmt.Errorf("%w: lease %q could not be renewed in time", ErrLockNotHeld, key)
+		}
+		sent := time.Now()
+		var held bool
+		err := bounded(ctx, giveUp, ctxDeadlines, func(ctx context.Context) error {
+			h, err := extendLease(ctx, rdb, key, value, ttl)
+			held = h
+			return err
+		})
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, errRedisTimeout):
+			return fmt.Errorf("%w: lease %q could not be renewed in time (Redis did not answer)", ErrLockNotHeld, key)
+		case err == nil && held:
+			lastOK = sent
+			if renewed != nil {
+				renewed()
+			}
+			t.Reset(interval)
+		case err == nil:
+			return fmt.Errorf("%w: lease %q was lost", ErrLockNotHeld, key)
+		case time.Since(lastOK) >= ttl-interval:
+			return fmt.Errorf("%w: lease %q could not be renewed: %w", ErrLockNotHeld, key, err)
+		default:
+			// A transient error: try again sooner than usual, while the
+			// lease still has at least a third of ttl left.
+			t.Reset(max(interval/4, time.Millisecond))
+		}
+	}
 }
 
 // The public Locker: a lease on any key, fenced, renewed by Do, used for
@@ -185,7 +242,17 @@ type LockerOptions struct {
 	// while fn runs; it bounds how long a crashed run blocks the next
 	// trigger. Default: the interval passed to RunOnce, at most 30 seconds.
 	RunOnceTTL time.Duration
+
+	// FenceRetention is how long a key's fence counter is kept after the
+	// lock on it was last obtained, so that locks on many distinct keys do
+	// not leave a counter each in Redis forever. Fences stay strictly
+	// increasing after the counter expired too (see Lock.Fence). Default:
+	// 7 days. Negative: counters never expire.
+	FenceRetention time.Duration
 }
+
+// DefaultFenceRetention is the FenceRetention used when it is zero.
+const DefaultFenceRetention = 7 * 24 * time.Hour
 
 // Locker hands out Redis leases on arbitrary keys. It is safe for concurrent
 // use and holds no goroutines of its own.
@@ -195,10 +262,12 @@ type LockerOptions struct {
 // can leave two processes believing they hold the same key. Guard resources
 // outside Redis with Lock.Fence.
 type Locker struct {
-	rdb        redis.UniversalClient
-	ns         string
-	retry      RetryStrategy
-	runOnceTTL time.Duration
+	rdb          redis.UniversalClient
+	ns           string
+	retry        RetryStrategy
+	runOnceTTL   time.Duration
+	retention    int64 // fence counter PX in ms; 0: forever
+	ctxDeadlines bool  // rdb ends calls at their context's deadline
 }
 
 // NewLocker returns a Locker on rdb, which may be a single node, Sentinel or
@@ -207,7 +276,13 @@ func NewLocker(rdb redis.UniversalClient, opts LockerOptions) (*Locker, error) {
 	if rdb == nil {
 		return nil, errors.New("stampede: NewLocker: nil Redis client")
 	}
-	l := &Locker{rdb: rdb, ns: opts.Namespace, retry: opts.Retry, runOnceTTL: opts.RunOnceTTL}
+	l := &Locker{rdb: rdb, ns: opts.Namespace, retry: opts.Retry, runOnceTTL: opts.RunOnceTTL, ctxDeadlines: honorsContext(rdb)}
+	switch r := opts.FenceRetention; {
+	case r == 0:
+		l.retention = DefaultFenceRetention.Milliseconds()
+	case r > 0:
+		l.retention = max(r.Milliseconds(), 1)
+	}
 	if l.ns == "" {
 		l.ns = DefaultLockNamespace
 	}
@@ -282,6 +357,8 @@ type Lock struct {
 	value string // the whole lease value; compared by Refresh and Release
 	fence int64
 	start time.Time // local time just before the obtaining request was sent
+
+	released atomic.Bool // by Release; a second Release is not a re-sent one
 }
 
 // Obtain takes the lock on key for ttl. When the lock is held by someone
@@ -317,7 +394,12 @@ func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retr
 	var timer *time.Timer
 	for n := 1; ; n++ {
 		start := time.Now()
-		f, err := lockObtainScript.Run(ctx, l.rdb, keys, value, ms).Int64()
+		var f int64
+		err := l.acquire(ctx, lease, value, ttl, func(ctx context.Context) (bool, error) {
+			var err error
+			f, err = lockObtainScript.Run(ctx, l.rdb, keys, value, ms, l.retention).Int64()
+			return f > 0, err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -342,6 +424,39 @@ func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retr
 	}
 }
 
+// errAbandoned: the caller gave up before its lease was granted; the lease
+// was released again.
+var errAbandoned = errors.New("stampede: lock request abandoned")
+
+// acquire runs an acquiring script (fn reports whether it took the lease)
+// for as long as ctx lets it, whatever the client's own timeouts. A lease
+// granted after the caller gave up, or whose answer was lost to ctx, is
+// released again: nobody would ever use it, and it would block the key for
+// its whole ttl.
+func (l *Locker) acquire(ctx context.Context, lease, value string, ttl time.Duration, fn func(context.Context) (bool, error)) error {
+	err := bounded(ctx, 0, l.ctxDeadlines, func(ctx context.Context) error {
+		took, err := fn(ctx)
+		if ctx.Err() == nil {
+			return err
+		}
+		if took || err != nil {
+			rctx, cancel := detached(ctx, ttl)
+			_, _ = releaseLease(rctx, l.rdb, lease, value)
+			cancel()
+		}
+		return fmt.Errorf("%w: %w", errAbandoned, ctx.Err())
+	})
+	if errors.Is(err, errAbandoned) || ctx.Err() != nil && err != nil {
+		return fmt.Errorf("%w: %w", ErrNotObtained, ctx.Err())
+	}
+	return err
+}
+
+// call runs a Redis call for as long as ctx lets it (see bounded).
+func (l *Locker) call(ctx context.Context, fn func(context.Context) error) error {
+	return bounded(ctx, 0, l.ctxDeadlines, fn)
+}
+
 // Key returns the key the lock was obtained on, without namespace.
 func (k *Lock) Key() string { return k.key }
 
@@ -353,9 +468,14 @@ func (k *Lock) Token() string { return k.value[:tokenLen] }
 // than that of every earlier holder of the same key. Pass it to the
 // resource the lock guards and have the resource reject writes carrying a
 // fence lower than one it has seen; that keeps a holder that was paused past
-// its TTL from doing damage. Fences survive as long as the key's counter in
-// Redis does (it has no TTL; FLUSHDB, eviction or a failover that loses it
-// restarts the sequence).
+// its TTL from doing damage.
+//
+// A fence is max(the key's counter + 1, the Redis server's time in
+// microseconds), taken in the step that takes the lock: it increases while
+// the counter lives (LockerOptions.FenceRetention after the last
+// acquisition), and after the counter expired as long as the server's
+// clock has not stepped back. FLUSHDB, eviction, or a failover that loses
+// the counter fall back on the same clock.
 func (k *Lock) Fence() int64 { return k.fence }
 
 // Refresh resets the lease's remaining time to ttl if the caller still holds
@@ -364,7 +484,12 @@ func (k *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err := checkLockTTL(ttl); err != nil {
 		return err
 	}
-	held, err := extendLease(ctx, k.l.rdb, k.rkey, k.value, ttl)
+	var held bool
+	err := k.l.call(ctx, func(ctx context.Context) error {
+		var err error
+		held, err = extendLease(ctx, k.l.rdb, k.rkey, k.value, ttl)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -378,20 +503,34 @@ func (k *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 // (compare-and-delete), and returns ErrLockNotHeld otherwise, including on a
 // second call.
 func (k *Lock) Release(ctx context.Context) error {
-	held, err := releaseLease(ctx, k.l.rdb, k.rkey, k.value)
+	if k.released.Load() {
+		return fmt.Errorf("%w: %q was released already", ErrLockNotHeld, k.key)
+	}
+	var held bool
+	err := k.l.call(ctx, func(ctx context.Context) error {
+		var err error
+		held, err = releaseLease(ctx, k.l.rdb, k.rkey, k.value)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	if !held {
 		return fmt.Errorf("%w: %q", ErrLockNotHeld, k.key)
 	}
+	k.released.Store(true)
 	return nil
 }
 
 // TTL returns the lease's remaining time as the Redis server counts it, or
 // ErrLockNotHeld if the caller no longer holds it.
 func (k *Lock) TTL(ctx context.Context) (time.Duration, error) {
-	ms, err := lockTTLScript.Run(ctx, k.l.rdb, []string{k.rkey}, k.value).Int64()
+	var ms int64
+	err := k.l.call(ctx, func(ctx context.Context) error {
+		var err error
+		ms, err = lockTTLScript.Run(ctx, k.l.rdb, []string{k.rkey}, k.value).Int64()
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -498,68 +637,9 @@ func LockFromContext(ctx context.Context) (*Lock, bool) {
 	return k, ok
 }
 
-// renew extends k every ttl/3 until ctx ends. It returns nil when ctx ended,
-// and an error wrapping ErrLockNotHeld when the lease was found gone or
-// could not be confirmed for two thirds of ttl.
+// renew keeps k until ctx ends; see keepLease.
 func (k *Lock) renew(ctx context.Context, ttl time.Duration) error {
-	interval := max(ttl/3, time.Millisecond)
-	lastOK := k.start // the lease is good until lastOK+ttl at the earliest
-	t := time.NewTimer(interval)
-	defer t.Stop()
-	type outcome struct {
-		held bool
-		err  error
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		// Give up while a third of the lease is left, whatever the call
-		// does: a hung Redis must not keep fn running past the lease (a
-		// client ignores context deadlines unless told otherwise).
-		giveUp := time.Until(lastOK.Add(ttl - interval))
-		if giveUp <= 0 {
-			return fmt.Errorf("%w: lease on %q could not be renewed in time", ErrLockNotHeld, k.key)
-		}
-		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, interval)
-		res := make(chan outcome, 1)
-		go func() {
-			held, err := extendLease(rctx, k.l.rdb, k.rkey, k.value, ttl)
-			res <- outcome{held, err}
-		}()
-		deadline := time.NewTimer(giveUp)
-		var o outcome
-		select {
-		case o = <-res:
-		case <-deadline.C:
-			cancel()
-			return fmt.Errorf("%w: lease on %q could not be renewed in time (Redis did not answer)", ErrLockNotHeld, k.key)
-		case <-ctx.Done():
-			deadline.Stop()
-			cancel()
-			return nil
-		}
-		deadline.Stop()
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case o.err == nil && o.held:
-			lastOK = sent
-			t.Reset(interval)
-		case o.err == nil:
-			return fmt.Errorf("%w: lease on %q was lost", ErrLockNotHeld, k.key)
-		case time.Since(lastOK) >= ttl-interval:
-			return fmt.Errorf("%w: lease on %q could not be renewed: %w", ErrLockNotHeld, k.key, o.err)
-		default:
-			// A transient error: try again sooner than usual, while the
-			// lease still has at least a third of ttl left.
-			t.Reset(max(interval/4, time.Millisecond))
-		}
-	}
+	return keepLease(ctx, k.l.rdb, k.rkey, k.value, ttl, k.start, k.l.ctxDeadlines, nil)
 }
 
 // ObtainMany takes the locks on all keys for ttl, or none. The keys are
@@ -661,8 +741,13 @@ func (l *Locker) RunOnce(ctx context.Context, name string, interval time.Duratio
 	lease, fence, done := l.lockKeys(name)
 	value := newLeaseValue()
 	start := time.Now()
-	res, err := lockRunOnceScript.Run(ctx, l.rdb, []string{lease, fence, done},
-		value, ttl.Milliseconds(), interval.Milliseconds()).Int64Slice()
+	var res []int64
+	err = l.acquire(ctx, lease, value, ttl, func(ctx context.Context) (bool, error) {
+		var err error
+		res, err = lockRunOnceScript.Run(ctx, l.rdb, []string{lease, fence, done},
+			value, ttl.Milliseconds(), interval.Milliseconds(), l.retention).Int64Slice()
+		return err == nil && len(res) == 2 && res[0] > 0, err
+	})
 	if err != nil {
 		return false, err
 	}
@@ -717,7 +802,12 @@ func (l *Locker) Holder(ctx context.Context, key string) (LockHolder, error) {
 		return LockHolder{}, err
 	}
 	lease, fence, _ := l.lockKeys(key)
-	vals, err := lockHolderScript.Run(ctx, l.rdb, []string{lease, fence}).Slice()
+	var vals []any
+	err := l.call(ctx, func(ctx context.Context) error {
+		var err error
+		vals, err = lockHolderScript.Run(ctx, l.rdb, []string{lease, fence}).Slice()
+		return err
+	})
 	if errors.Is(err, redis.Nil) {
 		return LockHolder{}, fmt.Errorf("%w: %q is free", ErrLockNotHeld, key)
 	}

@@ -211,8 +211,11 @@ func TestInvariant4_OnlyOwnerReleasesOrExtends(t *testing.T) {
 		if held, err := releaseLease(ctx, rdb, "inv4:{k}:lock", mine); err != nil || !held {
 			t.Fatalf("the owner could not release (%v, %v)", held, err)
 		}
-		if held, _ := releaseLease(ctx, rdb, "inv4:{k}:lock", mine); held {
-			t.Fatal("a second release reported the lease held")
+		if held, _ := releaseLease(ctx, rdb, "inv4:{k}:lock", theirs); held {
+			t.Fatal("a foreign token released a lease already released")
+		}
+		if rdb.Exists(ctx, "inv4:{k}:lock").Val() != 0 {
+			t.Fatal("the lease is still there after its release")
 		}
 	})
 }

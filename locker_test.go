@@ -111,15 +111,18 @@ func TestLockObtainReleaseFence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Key() != "job" || len(a.Token()) != tokenLen || a.Fence() != 1 {
-		t.Errorf("got key %q token %q fence %d; want job, %d hex digits, 1", a.Key(), a.Token(), a.Fence(), tokenLen)
+	if a.Key() != "job" || len(a.Token()) != tokenLen || a.Fence() < 1 {
+		t.Errorf("got key %q token %q fence %d; want job, %d hex digits, a fence", a.Key(), a.Token(), a.Fence(), tokenLen)
 	}
 	// The documented layout: one hash slot, namespace "lock".
 	if v := rdb.Get(ctx, "lock:{job}").Val(); v[:tokenLen] != a.Token() {
 		t.Errorf("lock:{job} holds %q, want token %s", v, a.Token())
 	}
-	if f := rdb.Get(ctx, "lock:{job}:fence").Val(); f != "1" {
-		t.Errorf("lock:{job}:fence = %q, want 1", f)
+	if f := rdb.Get(ctx, "lock:{job}:fence").Val(); f != strconv.FormatInt(a.Fence(), 10) {
+		t.Errorf("lock:{job}:fence = %q, want %d", f, a.Fence())
+	}
+	if d := rdb.PTTL(ctx, "lock:{job}:fence").Val(); d <= DefaultFenceRetention-time.Minute || d > DefaultFenceRetention {
+		t.Errorf("the fence counter expires in %v, want FenceRetention (%v)", d, DefaultFenceRetention)
 	}
 	if ttl, err := a.TTL(ctx); err != nil || ttl <= 0 || ttl > time.Minute {
 		t.Errorf("TTL = %v, %v; want within (0, 1m]", ttl, err)
@@ -148,7 +151,7 @@ func TestLockObtainReleaseFence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Fence() != 1 || rdb.Exists(ctx, "jobs:v2:{job}", "jobs:v2:{job}:fence").Val() != 2 {
+	if c.Fence() < 1 || rdb.Exists(ctx, "jobs:v2:{job}", "jobs:v2:{job}:fence").Val() != 2 {
 		t.Errorf("namespace jobs:v2: fence %d, keys %v", c.Fence(), rdb.Keys(ctx, "*").Val())
 	}
 }
@@ -159,22 +162,21 @@ func TestLockKeysWithBraces(t *testing.T) {
 	ctx := testCtx(t)
 	rdb := redistest.StartCluster(t).Client(t)
 	l := newTestLocker(t, rdb, LockerOptions{})
-	keys := []string{"a", "a}", "a}:fence", "a}:done", "{a}", "a{", "x}y}z"}
+	keys := []string{"a", "a}", "a}:fence", "a}:done", "a}:released", "{a}", "a{", "x}y}z"}
+	fences := map[string]int64{}
 	for _, key := range keys {
 		k, err := l.Obtain(ctx, key, time.Minute, WithRetry(NoRetry()))
 		if err != nil {
 			t.Fatalf("Obtain(%q): %v", key, err)
 		}
-		if k.Fence() != 1 {
-			t.Errorf("Obtain(%q): fence %d, want 1", key, k.Fence())
-		}
+		fences[key] = k.Fence()
 		if ran, err := l.RunOnce(ctx, key+"-cron", time.Hour, func(context.Context) error { return nil }); !ran || err != nil {
 			t.Errorf("RunOnce(%q): ran %v err %v", key+"-cron", ran, err)
 		}
 	}
 	for _, key := range keys {
-		if h, err := l.Holder(ctx, key); err != nil || h.Fence != 1 {
-			t.Errorf("Holder(%q) = %+v, %v; want fence 1", key, h, err)
+		if h, err := l.Holder(ctx, key); err != nil || h.Fence != fences[key] {
+			t.Errorf("Holder(%q) = %+v, %v; want its own fence %d", key, h, err, fences[key])
 		}
 	}
 }
@@ -294,8 +296,8 @@ func TestObtainRetryGetsReleasedLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.Fence() != held.Fence()+1 {
-		t.Errorf("fence %d, want %d", k.Fence(), held.Fence()+1)
+	if k.Fence() <= held.Fence() {
+		t.Errorf("fence %d, want more than %d", k.Fence(), held.Fence())
 	}
 }
 
@@ -873,6 +875,17 @@ func TestHelperProcess(t *testing.T) {
 		}
 		fmt.Printf("HELD %d\n", k.Fence())
 		time.Sleep(time.Minute) // until killed
+	case "cacheload":
+		lockTTL, _ := time.ParseDuration(os.Getenv("STAMPEDE_LOCK_TTL"))
+		c, err := New[string](rdb, Options{Namespace: os.Getenv("STAMPEDE_NAMESPACE"), LockTTL: lockTTL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Get(ctx, key, func(context.Context, string) (string, error) {
+			fmt.Println("LOADING")
+			time.Sleep(time.Minute) // until killed
+			return "", nil
+		})
 	}
 }
 
@@ -1039,8 +1052,8 @@ func TestLockerKilledHolder(t *testing.T) {
 	if since := time.Since(started); since < ttl {
 		t.Errorf("obtained %v after the helper started, before its TTL of %v", since, ttl)
 	}
-	if k.Fence() != fence+1 {
-		t.Errorf("fence %d, want %d", k.Fence(), fence+1)
+	if k.Fence() <= fence {
+		t.Errorf("fence %d, want more than the dead holder's %d", k.Fence(), fence)
 	}
 }
 
@@ -1089,4 +1102,79 @@ func TestLockFromContextGivesFnItsFence(t *testing.T) {
 	if len(fences) != 2 || fences[1] <= fences[0] {
 		t.Fatalf("fences %v, want two, strictly increasing", fences)
 	}
+}
+
+// Fences keep increasing after the counter expired, and the counter does
+// expire (FenceRetention) unless told not to.
+func TestFenceRetention(t *testing.T) {
+	ctx := testCtx(t)
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	l := newTestLocker(t, rdb, LockerOptions{FenceRetention: time.Hour})
+	a, err := l.Obtain(ctx, "k", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := rdb.PTTL(ctx, "lock:{k}:fence").Val(); d <= 59*time.Minute || d > time.Hour {
+		t.Fatalf("fence counter PTTL %v, want FenceRetention (1h)", d)
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Del(ctx, "lock:{k}:fence") // as if it had expired
+	b, err := l.Obtain(ctx, "k", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Fence() <= a.Fence() {
+		t.Fatalf("fence %d after the counter expired, want more than %d", b.Fence(), a.Fence())
+	}
+	forever := newTestLocker(t, rdb, LockerOptions{Namespace: "forever", FenceRetention: -1})
+	if _, err := forever.Obtain(ctx, "k", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if d := rdb.PTTL(ctx, "forever:{k}:fence").Val(); d != -1 {
+		t.Fatalf("FenceRetention < 0: counter PTTL %v, want none", d)
+	}
+}
+
+// A fence counter that is not a number fails Obtain and RunOnce, and
+// leaves no lease behind to block the key.
+func TestCorruptFenceLeavesNoLease(t *testing.T) {
+	ctx := testCtx(t)
+	rdb := redistest.Start(t).Client(t)
+	l := newTestLocker(t, rdb, LockerOptions{Retry: NoRetry()})
+	rdb.Set(ctx, "lock:{k}:fence", "garbage", 0)
+	if _, err := l.Obtain(ctx, "k", time.Minute); err == nil || errors.Is(err, ErrNotObtained) || !strings.Contains(err.Error(), "fence") {
+		t.Fatalf("Obtain with a corrupt fence counter = %v, want an error about the counter", err)
+	}
+	if ran, err := l.RunOnce(ctx, "k", time.Hour, func(context.Context) error { return nil }); ran || err == nil {
+		t.Fatalf("RunOnce with a corrupt fence counter: ran %v, %v; want an error", ran, err)
+	}
+	if n := rdb.Exists(ctx, "lock:{k}").Val(); n != 0 {
+		t.Fatal("a failed Obtain left a lease behind")
+	}
+}
+
+// An Obtain whose caller gave up while Redis hung does not leave a lease
+// nobody owns once Redis answers again.
+func TestAbandonedObtainLeavesNoLease(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	l := newTestLocker(t, rdb, LockerOptions{Retry: NoRetry()})
+	ctx := testCtx(t)
+	if _, err := l.Obtain(ctx, "warm", time.Second); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	srv.Pause(t)
+	octx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := l.Obtain(octx, "k", time.Minute)
+	cancel()
+	if !errors.Is(err, ErrNotObtained) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Obtain against a hung Redis = %v, want ErrNotObtained and the deadline", err)
+	}
+	srv.Resume()
+	eventually(t, 5*time.Second, "the abandoned lease released", func() bool {
+		return rdb.Exists(ctx, "lock:{k}").Val() == 0 && rdb.Exists(ctx, "lock:{k}:fence").Val() == 1
+	})
 }
