@@ -17,10 +17,15 @@
 //     still holds, then publishes "filled". Nodes that lost wait for that
 //     message, re-checking every 50 ms in case it was missed.
 //   - Set and Delete drop the lease, so a rebuild that started before them
-//     can never overwrite their data, and evict L1 on every node.
+//     can never overwrite their data, and evict L1 on every node. Messages
+//     are numbered per sender and the subscription is pinged, so a node
+//     that may have missed one flushes its L1; Options.LocalTTL bounds the
+//     rest.
 //   - Redis down is not an outage: Gets fall back to L1, single-flight and
 //     the loader, and a circuit breaker keeps a dead Redis from costing a
-//     timeout per request.
+//     timeout per request. Every Redis call runs under a deadline the
+//     library keeps itself (Options.RedisTimeout), so a hung Redis is no
+//     worse than a dead one.
 //
 // Get takes a plain loader; Fetch takes one that can set a value's TTL and
 // stale window or refuse storage, and reports where the value came from.

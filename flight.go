@@ -17,18 +17,14 @@ type flight[R any] struct {
 	g singleflight.Group
 }
 
-// do runs fn once for all concurrent callers of key. The first caller's ctx,
-// detached by detach, is the one fn sees; every caller, the first included,
-// returns early with its own ctx.Err() when its ctx ends, while fn goes on for
-// the others. fn's panics reach every caller as a *PanicError.
-func (f *flight[R]) do(ctx context.Context, key string,
-	detach func(context.Context) (context.Context, context.CancelFunc),
-	fn func(context.Context) (R, error)) (R, error) {
+// do runs fn once for all concurrent callers of key. fn sees the first
+// caller's ctx without its cancellation (invariant 6); every caller, the
+// first included, returns early with its own ctx.Err() when its ctx ends,
+// while fn goes on for the others. fn's panics reach every caller as a
+// *PanicError.
+func (f *flight[R]) do(ctx context.Context, key string, fn func(context.Context) (R, error)) (R, error) {
 	ch := f.g.DoChan(key, func() (any, error) {
-		dctx, cancel := detach(ctx)
-		defer cancel()
-		r, err := recovered(dctx, fn)
-		return r, err
+		return recovered(context.WithoutCancel(ctx), fn)
 	})
 	select {
 	case res := <-ch:

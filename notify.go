@@ -3,7 +3,11 @@ package stampede
 import (
 	"context"
 	_ "embed"
+	"encoding/binary"
+	"errors"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,53 +28,261 @@ var (
 	writeScript = redis.NewScript(writeSrc)
 )
 
-// Messages on the namespace's channel: one byte of kind, the sender's node
-// ID, then the cache key.
+// Messages on the namespace's channel:
+//
+//	byte 0       kind
+//	bytes 1-16   the sender's node id
+//	bytes 17-24  the sender's sequence number, big endian: one per message,
+//	             so that a receiver can tell when it missed one (gaps.go)
+//	bytes 25-    the cache key
 const (
 	msgFilled      = 'f' // a rebuild landed: wake waiters, evict stale L1 copies
 	msgInvalidated = 'i' // Set or Delete: evict L1 everywhere, wake waiters
+	msgNothing     = 'n' // a write-back the lease refused: only its number counts
 	nodeIDLen      = 16
+	msgHeaderLen   = 1 + nodeIDLen + 8
 )
 
+// Watching the subscription (invariant 11).
+const (
+	// quietAfter is how long a subscription may stay silent before it is
+	// pinged.
+	quietAfter = time.Second
+	// deadAfter is how long a subscription may stay silent, pings
+	// unanswered, before L1 is flushed and the connection replaced.
+	deadAfter = 3 * time.Second
+	// retryPause spaces out reconnection attempts while Redis is away.
+	retryPause = 100 * time.Millisecond
+)
+
+// message returns a message of kind about key, with this node's next
+// sequence number.
 func (c *Cache[V]) message(kind byte, key string) string {
-	b := make([]byte, 0, 1+nodeIDLen+len(key))
+	b := make([]byte, 0, msgHeaderLen+len(key))
 	b = append(b, kind)
 	b = append(b, c.nodeID...)
+	b = binary.BigEndian.AppendUint64(b, c.seq.Add(1))
 	b = append(b, key...)
 	return string(b)
 }
 
-// subscribe listens on the namespace's channel until Close. A lost
-// connection is re-established by go-redis; messages missed meanwhile are
-// covered by the waiters' periodic re-check.
+// sub is one subscription of the namespace's channel.
+type sub struct {
+	ps      *redis.PubSub
+	heard   atomic.Int64 // when a frame last came (or L1 was last flushed for its silence), on the coarse clock
+	pinging atomic.Bool  // a ping is on its way
+}
+
+// subscribe listens on the namespace's channel until Close: once for a
+// single server, Sentinel or Cluster (PUBLISH reaches every node), once per
+// shard for a Ring, whose scripts publish on the shard of their key.
 func (c *Cache[V]) subscribe() {
-	c.pubsub = c.rdb.Subscribe(c.closeCtx, c.channel)
+	ring, _ := c.rdb.(*redis.Ring)
+	if ring != nil {
+		c.watchRing(ring)
+	} else {
+		c.watch(c.rdb.Subscribe)
+	}
+	c.wg.Add(1)
+	go c.guard(ring)
+}
+
+// watchRing subscribes on every shard of ring not yet watched.
+func (c *Cache[V]) watchRing(ring *redis.Ring) {
+	_ = ring.ForEachShard(c.closeCtx, func(ctx context.Context, shard *redis.Client) error {
+		c.subMu.Lock()
+		seen := c.shards[shard]
+		c.shards[shard] = true
+		c.subMu.Unlock()
+		if !seen {
+			c.watch(shard.Subscribe)
+		}
+		return nil
+	})
+}
+
+// watch opens a subscription with open and reads it on a goroutine of its
+// own until Close. A confirmation of the subscription (the first one, and
+// every one after go-redis reconnected) resyncs: messages sent while the
+// connection was down are lost. A subscription silent for deadAfter is
+// replaced (guard has flushed L1 for it meanwhile).
+func (c *Cache[V]) watch(open func(ctx context.Context, channels ...string) *redis.PubSub) {
+	s := c.openSub(open, nil)
+	if s == nil {
+		return
+	}
 	// Wait for the confirmation, briefly, so a fill right after New is not
-	// missed. If Redis is down, go on: the channel reconnects by itself.
+	// missed. If Redis is down, go on: the subscription keeps trying.
 	ctx, cancel := context.WithTimeout(c.closeCtx, time.Second)
-	if _, err := c.pubsub.Receive(ctx); err != nil {
+	if _, err := s.ps.Receive(ctx); err != nil {
 		c.stats.redisErrors.Add(1)
 	}
 	cancel()
-	ch := c.pubsub.Channel(redis.WithChannelSize(1024))
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		for m := range ch {
-			c.onMessage(m.Payload)
+		last := c.now() // the last frame, for replacing a silent connection
+		for {
+			msg, err := s.ps.ReceiveTimeout(c.closeCtx, quietAfter)
+			if c.closeCtx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			now := c.now()
+			var ne net.Error
+			switch {
+			case err == nil:
+				last = now
+				s.heard.Store(int64(now))
+			case errors.As(err, &ne) && ne.Timeout():
+				if now-last >= deadAfter {
+					if s = c.openSub(open, s); s == nil {
+						return
+					}
+					last = now
+				}
+				continue
+			default:
+				// The connection broke: go-redis dials again on the next
+				// receive and resubscribes, and the confirmation resyncs.
+				select {
+				case <-c.closeCtx.Done():
+					return
+				case <-time.After(retryPause):
+				}
+				continue
+			}
+			switch m := msg.(type) {
+			case *redis.Subscription:
+				if m.Kind == "subscribe" {
+					c.resync()
+				}
+			case *redis.Message:
+				c.onMessage(m.Payload)
+			}
 		}
 	}()
 }
 
+// guard watches the subscriptions' health until Close: a subscription
+// quiet for quietAfter is pinged, and one silent for deadAfter, pings
+// unanswered, flushes L1, and again every deadAfter while it stays silent
+// (invariant 11). It also gives up on holes in other nodes' sequences, and
+// subscribes to Ring shards added since New. It does this on its own
+// goroutine, so that a subscription stuck inside the client (a dial into a
+// partition) cannot delay it.
+func (c *Cache[V]) guard(ring *redis.Ring) {
+	defer c.wg.Done()
+	t := time.NewTicker(quietAfter / 2)
+	defer t.Stop()
+	var pings sync.WaitGroup
+	defer pings.Wait()
+	for n := 1; ; n++ {
+		select {
+		case <-c.closeCtx.Done():
+			return
+		case <-t.C:
+		}
+		now := c.now()
+		if c.gaps.sweep(now) {
+			c.flushL1()
+		}
+		if ring != nil && n%int(deadAfter/(quietAfter/2)) == 0 {
+			c.watchRing(ring)
+		}
+		c.subMu.Lock()
+		subs := make([]*sub, 0, len(c.subs))
+		for s := range c.subs {
+			subs = append(subs, s)
+		}
+		c.subMu.Unlock()
+		silent := false
+		for _, s := range subs {
+			quiet := now - time.Duration(s.heard.Load())
+			if quiet >= quietAfter && s.pinging.CompareAndSwap(false, true) {
+				pings.Go(func() {
+					defer s.pinging.Store(false)
+					_ = s.ps.Ping(c.closeCtx)
+				})
+			}
+			if quiet >= deadAfter {
+				silent = true
+				s.heard.Store(int64(now))
+			}
+		}
+		if silent {
+			c.resync()
+		}
+	}
+}
+
+// openSub opens a subscription, in place of old if not nil, and registers
+// it for guard and Close. It returns nil once the cache is closed.
+func (c *Cache[V]) openSub(open func(ctx context.Context, channels ...string) *redis.PubSub, old *sub) *sub {
+	if old != nil {
+		c.subMu.Lock()
+		delete(c.subs, old)
+		c.subMu.Unlock()
+		_ = old.ps.Close()
+	}
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if c.closeCtx.Err() != nil {
+		return nil
+	}
+	s := &sub{ps: open(c.closeCtx, c.channel)}
+	s.heard.Store(int64(c.now()))
+	c.subs[s] = true
+	return s
+}
+
+// closeSubs closes every subscription; their goroutines then return.
+func (c *Cache[V]) closeSubs() error {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	var err error
+	for s := range c.subs {
+		err = errors.Join(err, s.ps.Close())
+		delete(c.subs, s)
+	}
+	return err
+}
+
+// resync flushes L1 and wakes every waiter, for when messages may have been
+// lost: waiters then re-read Redis instead of sleeping until the re-check.
+func (c *Cache[V]) resync() {
+	c.flushL1()
+	c.gaps.reset()
+	c.waiters.notifyAll()
+}
+
 func (c *Cache[V]) onMessage(p string) {
-	if len(p) <= 1+nodeIDLen || (p[0] != msgFilled && p[0] != msgInvalidated) {
+	if len(p) <= msgHeaderLen {
 		return
 	}
-	from, key := p[1:1+nodeIDLen], p[1+nodeIDLen:]
-	if from != c.nodeID {
-		c.invalidateL1(key)
+	kind, from, key := p[0], p[1:1+nodeIDLen], p[msgHeaderLen:]
+	evict := false
+	switch kind {
+	case msgFilled, msgInvalidated:
+		evict = true
+	case msgNothing: // only its number counts
+	default:
+		return
 	}
-	c.waiters.notify(key)
+	if from != c.nodeID {
+		// This node's own writes order themselves against its L1 (Set,
+		// Delete and fills go through generations), and its own sequence
+		// needs no watching.
+		seq := binary.BigEndian.Uint64([]byte(p[1+nodeIDLen : msgHeaderLen]))
+		if c.gaps.observe(from, seq, c.now()) {
+			c.flushL1()
+		}
+		if evict {
+			c.invalidateL1(key)
+		}
+	}
+	if evict {
+		c.waiters.notify(key)
+	}
 }
 
 // waitRegistry lets the waiters of a key sleep until its next notification.
@@ -113,6 +325,16 @@ func (r *waitRegistry) notify(key string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s := r.m[key]; s != nil {
+		close(s.ch)
+		delete(r.m, key)
+	}
+}
+
+// notifyAll wakes every waiter of every key.
+func (r *waitRegistry) notifyAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key, s := range r.m {
 		close(s.ch)
 		delete(r.m, key)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,9 +92,12 @@ type Options struct {
 	// LocalCapacity is the number of entries the in-process cache (L1)
 	// holds. Default: 10,000. Negative: no L1.
 	LocalCapacity int
-	// LocalTTL caps how long a value stays in L1. L1 entries are evicted on
-	// every node by Set, Delete and rebuilds through pub/sub, so the default
-	// is no cap beyond the value's own freshness.
+	// LocalTTL caps how long a value stays fresh in L1 before this node
+	// reads Redis again. Set, Delete and rebuilds evict L1 copies on every
+	// node through pub/sub within about one delivery; LocalTTL is the bound
+	// when messages are lost in a way this node cannot notice. Default: 5
+	// seconds with Redis; none without (rdb nil). Negative: no cap beyond
+	// the value's own freshness.
 	LocalTTL time.Duration
 	// Beta scales XFetch early refresh: the larger, the earlier a hot key is
 	// refreshed before it expires. Default: 1. Negative: no early refresh.
@@ -106,6 +110,12 @@ type Options struct {
 	// altogether before one of them probes it again, so a dead Redis does not
 	// cost a timeout per request. Default: 1 second.
 	BreakerCooldown time.Duration
+	// RedisTimeout bounds every Redis call made on a caller's behalf (and
+	// the library's background calls), whatever the client's own timeouts:
+	// a call that takes longer counts as Redis failing, opens the circuit,
+	// and the caller goes on without it. A waiter's calls are bounded by
+	// what is left of WaitTimeout as well. Default: 1 second.
+	RedisTimeout time.Duration
 	// MaxKeyLen is the longest key accepted, in bytes. Default: 1024.
 	MaxKeyLen int
 	// Codec encodes values for Redis. Default: string and []byte values are
@@ -128,6 +138,8 @@ const (
 	defaultCapacity    = 10_000
 	defaultCooldown    = time.Second
 	defaultMaxKeyLen   = 1024
+	defaultLocalTTL    = 5 * time.Second
+	defaultRedisTO     = time.Second
 )
 
 // withDefaults validates o and fills in its zero fields.
@@ -142,8 +154,8 @@ func (o Options) withDefaults() (Options, error) {
 		name string
 		v    time.Duration
 	}{{"TTL", o.TTL}, {"Stale", o.Stale}, {"LockTTL", o.LockTTL}, {"Recheck", o.Recheck},
-		{"WaitTimeout", o.WaitTimeout}, {"LoadTimeout", o.LoadTimeout}, {"LocalTTL", o.LocalTTL},
-		{"BreakerCooldown", o.BreakerCooldown}} {
+		{"WaitTimeout", o.WaitTimeout}, {"LoadTimeout", o.LoadTimeout},
+		{"BreakerCooldown", o.BreakerCooldown}, {"RedisTimeout", o.RedisTimeout}} {
 		if d.v < 0 {
 			return bad("%s is negative (%v)", d.name, d.v)
 		}
@@ -189,6 +201,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxKeyLen == 0 {
 		o.MaxKeyLen = defaultMaxKeyLen
+	}
+	if o.RedisTimeout == 0 {
+		o.RedisTimeout = defaultRedisTO
 	}
 	return o, nil
 }
@@ -258,17 +273,25 @@ type Cache[V any] struct {
 	codec Codec
 	l1    *ristretto.Cache[string, *localEntry[V]] // nil: no L1
 
+	localTTL     time.Duration // cap on L1 freshness; 0: none
+	ctxDeadlines bool          // rdb ends calls at their context's deadline
+
 	loads   flight[Result[V]]
 	waiters waitRegistry
 	breaker breaker
 	stats   counters
 
-	channel string // pub/sub channel of this namespace
-	nodeID  string // tells this node's own messages apart
-	pubsub  *redis.PubSub
+	channel string        // pub/sub channel of this namespace
+	nodeID  string        // tells this node's own messages apart
+	seq     atomic.Uint64 // numbers this node's messages
+	gaps    gapTracker    // what other nodes' numbers say about lost messages
 
-	l1mu sync.Mutex    // orders L1 writes against invalidations
-	gen  atomic.Uint64 // bumped by every invalidation; see setL1
+	subMu  sync.Mutex             // guards subs and shards
+	subs   map[*sub]bool          // open subscriptions, closed by Close
+	shards map[*redis.Client]bool // Ring shards subscribed to
+
+	l1mu sync.Mutex  // orders L1 writes against invalidations
+	gens generations // see setL1
 
 	closeCtx context.Context // cancelled by Close; ends all background work
 	closeFn  context.CancelFunc
@@ -276,22 +299,17 @@ type Cache[V any] struct {
 	mu         sync.Mutex          // guards closed, refreshing, refreshErr, and wg.Add
 	closed     atomic.Bool         // set by Close, under mu
 	refreshing map[string]struct{} // keys with a background refresh running
-	refreshErr map[string]error    // the last failed refresh of a key, until one succeeds
-	wg         sync.WaitGroup      // everything started by New or a Get
+	refreshErr map[string]error    // the last failed refresh of a key, bounded
+	wg         sync.WaitGroup      // everything started by New, a Get, a Set or a Delete
 }
 
-// localEntry is what L1 holds for a key.
-type localEntry[V any] struct {
-	v          V
-	tombstone  bool
-	loadedAt   time.Duration // on the coarse clock
-	freshUntil time.Duration
-	staleUntil time.Duration
-}
+// maxRefreshErrs bounds the failed refreshes remembered for Result.LoadErr.
+const maxRefreshErrs = 1024
 
 // New returns a cache over rdb. rdb may be any redis.UniversalClient
-// (single node, Sentinel, Cluster) or nil for a single-process cache made of
-// L1 and in-process single-flight only. Close releases what New starts.
+// (single node, Sentinel, Cluster, Ring) or nil for a single-process cache
+// made of L1 and in-process single-flight only. Close releases what New
+// starts.
 func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -303,11 +321,23 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 		codec:      o.Codec,
 		channel:    o.Namespace + ":events",
 		nodeID:     newLeaseValue()[:nodeIDLen],
+		subs:       make(map[*sub]bool),
+		shards:     make(map[*redis.Client]bool),
 		refreshing: make(map[string]struct{}),
 		refreshErr: make(map[string]error),
 	}
+	switch {
+	case o.LocalTTL > 0:
+		c.localTTL = o.LocalTTL
+	case o.LocalTTL == 0 && rdb != nil:
+		c.localTTL = defaultLocalTTL
+	}
+	c.gens.seed = maphash.MakeSeed()
 	c.waiters.m = make(map[string]*waitSlot)
 	c.breaker.cooldown = o.BreakerCooldown
+	// Values loaded while the circuit was open, and invalidations missed
+	// meanwhile, must not outlive it.
+	c.breaker.onClose = c.flushL1
 	c.closeCtx, c.closeFn = context.WithCancel(context.Background())
 	clock.acquire()
 	if o.LocalCapacity > 0 {
@@ -323,6 +353,7 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 		}
 	}
 	if rdb != nil {
+		c.ctxDeadlines = honorsContext(rdb)
 		c.subscribe()
 	}
 	return c, nil
@@ -338,13 +369,18 @@ func (c *Cache[V]) Get(ctx context.Context, key string, load func(ctx context.Co
 	}
 	// The L1 hit, kept lean: no Result, one atomic clock read.
 	e := c.getL1(key)
-	if e != nil && c.now() < e.freshUntil {
-		c.stats.localHits.Add(1)
-		if e.tombstone {
-			var zero V
-			return zero, ErrNotFound
+	if e != nil {
+		if now := c.now(); now < e.freshUntil {
+			if now >= e.earlyFrom {
+				c.refreshEarly(ctx, key, loader[V]{plain: load}, e, now)
+			}
+			c.stats.localHits.Add(1)
+			if e.tombstone {
+				var zero V
+				return zero, ErrNotFound
+			}
+			return e.v, nil
 		}
-		return e.v, nil
 	}
 	r, err := c.fetch(ctx, key, loader[V]{plain: load}, e)
 	return r.Value, err
@@ -359,15 +395,6 @@ func (c *Cache[V]) Fetch(ctx context.Context, key string, load func(ctx context.
 		return Result[V]{}, ErrNilLoader
 	}
 	return c.fetch(ctx, key, loader[V]{full: load}, c.getL1(key))
-}
-
-// getL1 returns key's L1 entry, fresh or not, or nil.
-func (c *Cache[V]) getL1(key string) *localEntry[V] {
-	if c.l1 == nil {
-		return nil
-	}
-	e, _ := c.l1.Get(key)
-	return e
 }
 
 // loader holds one of the two loader shapes without allocating a closure on
@@ -410,6 +437,9 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *loca
 	if l1 != nil {
 		now := c.now()
 		if now < l1.freshUntil {
+			if now >= l1.earlyFrom {
+				c.refreshEarly(ctx, key, ld, l1, now)
+			}
 			c.stats.localHits.Add(1)
 			return l1.result(SourceLocal, now)
 		}
@@ -429,7 +459,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *loca
 	// 2-5. One caller per key per process reads Redis and, on a miss, leads
 	// the rebuild; the callers arriving meanwhile share its result, so a
 	// herd costs one round trip per node, not one per request.
-	return c.loads.do(ctx, key, c.detach, func(lctx context.Context) (Result[V], error) {
+	return c.loads.do(ctx, key, func(lctx context.Context) (Result[V], error) {
 		if !c.enter() {
 			return Result[V]{}, ErrClosed
 		}
@@ -449,20 +479,20 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 			return e.result(SourceLocal, now)
 		}
 	}
-	if c.redisUsable() {
+	if !c.redisUsable() {
+		if c.rdb != nil && c.opts.FailClosed {
+			return Result[V]{}, errCircuitOpen
+		}
+	} else {
 		e, f, err := c.readRedis(ctx, key, ld)
-		if err != nil {
-			if c.opts.FailClosed {
-				return Result[V]{}, err
-			}
-		} else if e != nil {
-			if f == stale {
-				return c.staleResult(key, e)
-			}
+		switch {
+		case err != nil && c.opts.FailClosed:
+			return Result[V]{}, err
+		case err == nil && e != nil && f == stale:
+			return c.staleResult(key, e)
+		case err == nil && e != nil:
 			return e.result(SourceRedis, c.now())
 		}
-	} else if c.rdb != nil && c.opts.FailClosed {
-		return Result[V]{}, fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
 	}
 	// An L1 stale copy is served when Redis had nothing better (or is out).
 	if staleCopy != nil {
@@ -473,6 +503,9 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 	c.stats.misses.Add(1)
 	return c.lead(ctx, key, ld)
 }
+
+// errCircuitOpen is returned, with FailClosed, while the circuit is open.
+var errCircuitOpen = fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
 
 // refreshRunning says whether this process is refreshing key.
 func (c *Cache[V]) refreshRunning(key string) bool {
@@ -492,13 +525,42 @@ func (c *Cache[V]) staleResult(key string, e *localEntry[V]) (Result[V], error) 
 	return r, err
 }
 
-// result turns an L1 entry into a Result.
-func (e *localEntry[V]) result(src Source, now time.Duration) (Result[V], error) {
-	if e.tombstone {
-		return Result[V]{Source: src, Age: now - e.loadedAt}, ErrNotFound
+// call runs one Redis call for key under the library's deadline: limit, or
+// RedisTimeout when limit is 0 (invariant 10). Its error is classified:
+// the caller's own cancellation is returned as it is; Redis being
+// unavailable opens the circuit and wraps ErrRedisUnavailable; any other
+// reply error is about this key alone (invariant 13).
+func (c *Cache[V]) call(ctx context.Context, key string, limit time.Duration, fn func(context.Context) error) error {
+	if limit <= 0 {
+		limit = c.opts.RedisTimeout
 	}
-	return Result[V]{Value: e.v, Source: src, Age: now - e.loadedAt}, nil
+	err := bounded(ctx, limit, c.ctxDeadlines, fn)
+	switch {
+	case err == nil || errors.Is(err, redis.Nil):
+		c.breaker.success()
+		return err
+	case ctx.Err() != nil:
+		return err
+	case unavailable(err):
+		c.stats.redisErrors.Add(1)
+		c.breaker.trip(c.now())
+		return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
+	default:
+		// Redis answered: it is up, the key is bad.
+		c.breaker.success()
+		return &keyError{key: key, err: err}
+	}
 }
+
+// keyError is a reply error about one key: a wrong type, a script error on
+// its data. It is counted and reported like a corrupt entry.
+type keyError struct {
+	key string
+	err error
+}
+
+func (e *keyError) Error() string { return fmt.Sprintf("stampede: key %q: %v", e.key, e.err) }
+func (e *keyError) Unwrap() error { return e.err }
 
 // readRedis is step 2: one round trip for the value and its remaining TTL,
 // read together.
@@ -507,17 +569,29 @@ func (e *localEntry[V]) result(src Source, now time.Duration) (Result[V], error)
 // background refresh.
 func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*localEntry[V], freshness, error) {
 	vk := c.valueKey(key)
-	gen := c.gen.Load()
+	gen := c.gens.of(key)
+	var (
+		get     *redis.StringCmd
+		pttlCmd *redis.DurationCmd
+	)
 	// MULTI/EXEC, still one round trip: a write landing between GET and
 	// PTTL would pair an old value with a new entry's TTL.
-	pipe := c.rdb.TxPipeline()
-	get := pipe.Get(ctx, vk)
-	pttlCmd := pipe.PTTL(ctx, vk)
-	_, err := pipe.Exec(ctx)
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, expired, c.redisFailed(ctx, err)
+	err := c.call(ctx, key, 0, func(ctx context.Context) error {
+		pipe := c.rdb.TxPipeline()
+		get = pipe.Get(ctx, vk)
+		pttlCmd = pipe.PTTL(ctx, vk)
+		_, err := pipe.Exec(ctx)
+		return err
+	})
+	var ke *keyError
+	switch {
+	case errors.As(err, &ke):
+		// A value of the wrong type: a miss; the fill overwrites it.
+		c.corrupt(key, err)
+		return nil, expired, nil
+	case err != nil && !errors.Is(err, redis.Nil):
+		return nil, expired, err
 	}
-	c.breaker.success()
 	raw, err := get.Bytes()
 	if err != nil { // redis.Nil: absent
 		return nil, expired, nil
@@ -567,17 +641,17 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, repor
 	}
 	now := c.now()
 	return &localEntry[V]{v: v, tombstone: h.tombstone, loadedAt: now - age,
-		freshUntil: now + freshLeft, staleUntil: now + pttl}, h, f, freshLeft
+		freshUntil: now + freshLeft, staleUntil: now + pttl,
+		valueFresh: now + freshLeft, earlyFrom: c.earlyFrom(now+freshLeft, h.delta), delta: h.delta, id: h.id}, h, f, freshLeft
 }
 
 // lead is run by one caller per key per process (the single-flight leader):
 // re-check Redis and take the lease in one round trip, then load or wait.
+// Every pass is bounded by what is left of WaitTimeout, Redis calls
+// included (invariant 10).
 func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
 	if !c.redisUsable() {
-		if c.rdb != nil && c.opts.FailClosed {
-			return Result[V]{}, fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
-		}
-		return c.loadLocal(ctx, key, ld, true)
+		return c.withoutRedis(ctx, key, ld)
 	}
 	// Register for the "filled" notification before looking, so that a fill
 	// landing between the look and the wait still wakes us.
@@ -585,15 +659,21 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 	defer func() { c.waiters.release(key, slot) }()
 
 	lease := newLeaseValue()
-	var (
-		timeout  *time.Timer
-		tick     *time.Ticker
-		byNotify bool
-	)
-	for attempt := 0; ; attempt++ {
-		gen := c.gen.Load()
-		e, f, status, err := c.readOrLock(ctx, key, lease, "")
+	deadline := time.Now().Add(c.opts.WaitTimeout)
+	var recheck *time.Timer
+	woken := false // the last wait ended by a notification
+	for pass := 0; ; pass++ {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return c.waitTimedOut(ctx, key, ld)
+		}
+		gen := c.gens.of(key)
+		sent := time.Now()
+		e, f, status, err := c.readOrLock(ctx, key, lease, "", min(left, c.opts.RedisTimeout))
 		if err != nil {
+			if ctx.Err() != nil {
+				return Result[V]{}, ctx.Err()
+			}
 			if c.opts.FailClosed {
 				return Result[V]{}, err
 			}
@@ -601,38 +681,52 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 		}
 		switch status {
 		case lockGotValue:
-			if attempt > 0 && byNotify {
+			if pass > 0 && woken {
 				c.stats.wokenByNotify.Add(1)
-			} else if attempt > 0 {
+			} else if pass > 0 {
 				c.stats.wokenByRecheck.Add(1)
 			}
 			return c.served(key, e, f, gen)
 		case lockWon:
 			// First try, or the holder died or failed without a value.
-			return c.loadAndFill(ctx, key, ld, lease)
+			if recheck != nil {
+				recheck.Stop()
+			}
+			return c.loadAndFill(ctx, key, ld, lease, sent)
 		}
-		if attempt == 0 {
+		if pass == 0 {
 			c.stats.lockContended.Add(1)
-			timeout = time.NewTimer(c.opts.WaitTimeout)
-			defer timeout.Stop()
-			tick = time.NewTicker(c.opts.Recheck)
-			defer tick.Stop()
+			recheck = time.NewTimer(min(c.opts.Recheck, left))
+		} else {
+			recheck.Reset(min(c.opts.Recheck, left))
 		}
-		byNotify = false
+		woken = false
 		select {
 		case <-slot.ch:
-			byNotify = true
-		case <-tick.C:
-		case <-timeout.C:
-			return c.waitTimedOut(ctx, key, ld)
+			woken = true
+			recheck.Stop()
+			// The slot fired; the next notification closes a new one.
+			c.waiters.release(key, slot)
+			slot = c.waiters.acquire(key)
+		case <-recheck.C:
 		case <-ctx.Done():
+			recheck.Stop()
 			return Result[V]{}, context.Cause(ctx)
 		case <-c.closeCtx.Done():
+			recheck.Stop()
 			return Result[V]{}, ErrClosed
 		}
-		c.waiters.release(key, slot)
-		slot = c.waiters.acquire(key)
 	}
+}
+
+// withoutRedis is what a caller does with Redis out of reach (invariant 8):
+// fail closed, or load in this process and keep the value in L1, where the
+// circuit closing flushes it.
+func (c *Cache[V]) withoutRedis(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+	if c.rdb != nil && c.opts.FailClosed {
+		return Result[V]{}, errCircuitOpen
+	}
+	return c.loadLocal(ctx, key, ld, true)
 }
 
 // served turns an entry that another node wrote into a Result.
@@ -666,16 +760,20 @@ const (
 // (an undecodable one).
 const seenNothing = "*"
 
-// readOrLock runs lock.lua: the value if there is one to use, else an
-// attempt at the lease. seen is "" on a miss, or the write id (idArg) of the
-// entry a refresh means to replace.
-func (c *Cache[V]) readOrLock(ctx context.Context, key, lease, seen string) (*localEntry[V], freshness, int, error) {
+// readOrLock runs lock.lua within limit: the value if there is one to use,
+// else an attempt at the lease. seen is "" on a miss, or the write id
+// (idArg) of the entry a refresh means to replace.
+func (c *Cache[V]) readOrLock(ctx context.Context, key, lease, seen string, limit time.Duration) (*localEntry[V], freshness, int, error) {
 	for range 2 {
-		res, err := lockScript.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), seen).Slice()
+		var res []any
+		err := c.call(ctx, key, limit, func(ctx context.Context) error {
+			var err error
+			res, err = lockScript.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), seen).Slice()
+			return err
+		})
 		if err != nil {
-			return nil, expired, 0, c.redisFailed(ctx, err)
+			return nil, expired, 0, err
 		}
-		c.breaker.success()
 		status, _ := res[0].(int64)
 		if status != lockGotValue {
 			return nil, expired, int(status), nil
@@ -721,91 +819,87 @@ func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V]) (V,
 }
 
 // loadAndFill runs the loader while holding the lease, renewing it, then
-// writes back through the fenced script (invariants 2 and 3).
-func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], lease string) (Result[V], error) {
+// writes back through the fenced script (invariants 2 and 3). leased is
+// when the request that took the lease was sent.
+func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], lease string, leased time.Time) (Result[V], error) {
 	c.stats.lockWon.Add(1)
-	gen := c.gen.Load()
-	stop := make(chan struct{})
-	var hb sync.WaitGroup
-	hb.Add(1)
-	go c.heartbeat(key, lease, stop, &hb)
-	v, ent, delta, err := c.callLoader(ctx, key, ld)
-	close(stop)
-	hb.Wait() // no renewal after the load ends (invariant 3)
-
-	if err != nil {
-		if errors.Is(err, ErrNotFound) && c.opts.NotFoundTTL > 0 {
-			raw := appendEntry(nil, header{id: newWriteID(), tombstone: true, ttl: c.opts.NotFoundTTL}, nil)
-			if stored, ferr := c.fill(ctx, key, lease, raw, c.opts.NotFoundTTL); stored || ferr != nil {
-				c.setL1(key, c.newLocal(zero[V](), true, c.opts.NotFoundTTL, 0), gen)
-				c.settleL1()
-			}
-			return Result[V]{Source: SourceLoader}, err
+	gen := c.gens.of(key)
+	kctx, stopKeeping := context.WithCancel(c.closeCtx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		err := keepLease(kctx, c.rdb, c.lockKey(key), lease, c.opts.LockTTL, leased, c.ctxDeadlines,
+			func() { c.stats.leaseRenewals.Add(1) })
+		if err != nil {
+			// Set or Delete dropped it, it ran out, or Redis stopped
+			// answering: the write-back will be refused, which is the point.
+			c.stats.leasesLost.Add(1)
+			c.report(key, err)
 		}
+	}()
+	v, ent, delta, err := c.callLoader(ctx, key, ld)
+	stopKeeping()
+	<-kept // no renewal after the load ends (invariant 3)
+
+	tombstone := errors.Is(err, ErrNotFound) && c.opts.NotFoundTTL > 0
+	if (err != nil && !tombstone) || ent.NoStore {
 		// Never cache an error (invariant 9): drop the lease and wake the
 		// waiters, one of whom will take over.
 		_, _ = c.fill(ctx, key, lease, nil, 0)
-		return Result[V]{}, err
-	}
-	if ent.NoStore {
-		_, _ = c.fill(ctx, key, lease, nil, 0)
+		if err != nil {
+			return Result[V]{}, err
+		}
 		return Result[V]{Value: v, Source: SourceLoader}, nil
 	}
 	ttl, stl := c.entryTTLs(ent)
-	payload, err := c.encode(v)
-	if err != nil {
-		_, _ = c.fill(ctx, key, lease, nil, 0)
-		return Result[V]{}, fmt.Errorf("stampede: encoding value of key %q: %w", key, err)
+	if tombstone {
+		v, ttl, stl = zero[V](), c.opts.NotFoundTTL, 0
 	}
-	raw := appendEntry(make([]byte, 0, maxHeaderLen+len(payload)), header{id: newWriteID(), ttl: ttl, stale: stl, delta: delta}, payload)
+	raw, id, eerr := c.encodeEntry(v, tombstone, ttl, stl, delta)
+	if eerr != nil {
+		_, _ = c.fill(ctx, key, lease, nil, 0)
+		return Result[V]{}, eerr
+	}
 	stored, ferr := c.fill(ctx, key, lease, raw, ttl+stl)
-	if stored || ferr != nil { // a rejected write-back means newer data exists
-		c.setL1(key, c.newLocal(v, false, ttl, stl), gen)
-		c.settleL1()
+	if stored || ferr != nil { // a refused write-back means newer data exists
+		c.store(key, c.newLocal(v, tombstone, ttl, stl, delta, id), gen)
+	}
+	if stored {
+		c.forgetRefreshErr(key)
+	}
+	if tombstone {
+		return Result[V]{Source: SourceLoader, Stored: stored}, err
 	}
 	return Result[V]{Value: v, Source: SourceLoader, Stored: stored}, nil
 }
 
-// heartbeat renews the lease every LockTTL/3 until stop is closed or the
-// lease is lost.
-func (c *Cache[V]) heartbeat(key, lease string, stop <-chan struct{}, done *sync.WaitGroup) {
-	defer done.Done()
-	every := c.opts.LockTTL / 3
-	t := time.NewTicker(every)
-	defer t.Stop()
-	lk := c.lockKey(key)
-	for {
-		select {
-		case <-stop:
-			return
-		case <-c.closeCtx.Done():
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(c.closeCtx, every)
-		held, err := extendLease(ctx, c.rdb, lk, lease, c.opts.LockTTL)
-		cancel()
-		switch {
-		case err != nil:
-			c.stats.redisErrors.Add(1)
-			c.report(key, fmt.Errorf("stampede: renewing lease: %w", err))
-		case !held:
-			// Set or Delete dropped it, or it ran out: the write-back will
-			// be rejected, which is the point.
-			c.stats.leasesLost.Add(1)
-			return
-		default:
-			c.stats.leaseRenewals.Add(1)
+// encodeEntry makes the bytes stored in Redis for a value, with a new write
+// id.
+func (c *Cache[V]) encodeEntry(v V, tombstone bool, ttl, stl, delta time.Duration) ([]byte, uint64, error) {
+	var payload []byte
+	if !tombstone {
+		var err error
+		if payload, err = c.encode(v); err != nil {
+			return nil, 0, fmt.Errorf("stampede: encoding value: %w", err)
 		}
 	}
+	id := newWriteID()
+	h := header{id: id, tombstone: tombstone, ttl: ttl, stale: stl, delta: delta}
+	return appendEntry(make([]byte, 0, maxHeaderLen+len(payload)), h, payload), id, nil
 }
 
 // fill runs fill.lua: store raw (nil stores nothing) iff lease still holds,
 // drop the lease, publish "filled".
 func (c *Cache[V]) fill(ctx context.Context, key, lease string, raw []byte, px time.Duration) (bool, error) {
-	n, err := fillScript.Run(ctx, c.rdb, c.keys(key), lease, raw, pxMillis(px), c.channel, c.message(msgFilled, key)).Int64()
+	var n int64
+	err := c.call(ctx, key, 0, func(ctx context.Context) error {
+		var err error
+		n, err = fillScript.Run(ctx, c.rdb, c.keys(key), lease, raw, pxMillis(px), c.channel, c.message(msgFilled, key)).Int64()
+		return err
+	})
 	if err != nil {
-		return false, c.redisFailed(ctx, err)
+		c.reportKeyError(key, err)
+		return false, err
 	}
 	if n == 0 && raw != nil {
 		c.stats.writeBacksRejected.Add(1)
@@ -816,26 +910,51 @@ func (c *Cache[V]) fill(ctx context.Context, key, lease string, raw []byte, px t
 // loadLocal loads without the lease: Redis is out (fail open), or a wait
 // timed out. store says whether L1 may keep the value.
 func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], store bool) (Result[V], error) {
-	gen := c.gen.Load()
-	v, ent, _, err := c.callLoader(ctx, key, ld)
+	gen := c.gens.of(key)
+	v, ent, delta, err := c.callLoader(ctx, key, ld)
+	if c.rdb != nil {
+		delta = 0 // no early refresh of a value Redis never saw
+	}
 	if err != nil {
 		if store && errors.Is(err, ErrNotFound) && c.opts.NotFoundTTL > 0 {
-			c.setL1(key, c.newLocal(zero[V](), true, c.opts.NotFoundTTL, 0), gen)
-			c.settleL1()
+			c.store(key, c.newLocal(zero[V](), true, c.opts.NotFoundTTL, 0, 0, 0), gen)
 		}
 		return Result[V]{}, err
 	}
 	if store && !ent.NoStore {
 		ttl, stl := c.entryTTLs(ent)
-		c.setL1(key, c.newLocal(v, false, ttl, stl), gen)
-		c.settleL1()
+		e := c.newLocal(v, false, ttl, stl, delta, 0)
+		if c.rdb != nil {
+			// Loaded with Redis out of reach: fresh only until the circuit
+			// may be probed again, then a stale copy that callers are served
+			// while Redis is asked again, so that no value loaded alone
+			// outlives the outage (and the circuit closes as soon as Redis
+			// answers).
+			e.freshUntil = min(e.freshUntil, e.loadedAt+c.opts.BreakerCooldown)
+		}
+		c.store(key, e, gen)
+		c.forgetRefreshErr(key)
 		return Result[V]{Value: v, Source: SourceLoader, Stored: c.rdb == nil && c.l1 != nil}, nil
 	}
 	return Result[V]{Value: v, Source: SourceLoader}, nil
 }
 
+// refreshEarly is XFetch on an L1 hit: the L1 copy of a value outlives no
+// Redis read, so without it a hot key would be read from L1 until it
+// expired and then wait for its load.
+func (c *Cache[V]) refreshEarly(ctx context.Context, key string, ld loader[V], e *localEntry[V], now time.Duration) {
+	if e.tombstone || !shouldRefreshEarly(e.valueFresh-now, e.delta, c.opts.Beta) {
+		return
+	}
+	seen := seenNothing
+	if e.id != 0 {
+		seen = idArg(e.id)
+	}
+	c.refreshInBackground(ctx, key, ld, seen)
+}
+
 // refreshInBackground starts one refresh of key in this process, unless one
-// is running. seen is the value's PTTL as read (-1: none).
+// is running. seen is the write id of the entry to replace ("": none).
 func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], seen string) {
 	c.mu.Lock()
 	if _, busy := c.refreshing[key]; c.closed.Load() || busy {
@@ -845,23 +964,22 @@ func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loade
 	c.refreshing[key] = struct{}{}
 	c.wg.Add(1)
 	c.mu.Unlock()
-	rctx, cancel := c.detach(ctx)
+	rctx := context.WithoutCancel(ctx)
 	go func() {
 		defer c.wg.Done()
-		defer cancel()
-		defer func() {
-			c.mu.Lock()
-			delete(c.refreshing, key)
-			c.mu.Unlock()
-		}()
 		_, err := recovered(rctx, func(ctx context.Context) (struct{}, error) {
 			return struct{}{}, c.refresh(ctx, key, ld, seen)
 		})
 		c.mu.Lock()
+		delete(c.refreshing, key)
 		if err != nil && !errors.Is(err, ErrNotFound) {
+			if _, known := c.refreshErr[key]; !known && len(c.refreshErr) >= maxRefreshErrs {
+				for k := range c.refreshErr { // any one: the map stays bounded
+					delete(c.refreshErr, k)
+					break
+				}
+			}
 			c.refreshErr[key] = err
-		} else {
-			delete(c.refreshErr, key)
 		}
 		c.mu.Unlock()
 		if err != nil && !errors.Is(err, ErrNotFound) {
@@ -870,26 +988,31 @@ func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loade
 	}()
 }
 
+// forgetRefreshErr drops key's last refresh error: a value was stored since.
+func (c *Cache[V]) forgetRefreshErr(key string) {
+	c.mu.Lock()
+	delete(c.refreshErr, key)
+	c.mu.Unlock()
+}
+
 // refresh rebuilds a value that is stale or near expiry, once across the
 // fleet: it takes the lease only if nobody rewrote the value since it was
-// read (lock.lua compares PTTLs).
+// read (lock.lua compares write ids).
 func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], seen string) error {
 	if !c.redisUsable() {
-		if c.rdb != nil && c.opts.FailClosed {
-			return ErrRedisUnavailable
-		}
-		_, err := c.loadLocal(ctx, key, ld, true)
+		_, err := c.withoutRedis(ctx, key, ld)
 		return err
 	}
 	lease := newLeaseValue()
-	_, _, status, err := c.readOrLock(ctx, key, lease, seen)
+	sent := time.Now()
+	_, _, status, err := c.readOrLock(ctx, key, lease, seen, 0)
 	if err != nil || status != lockWon {
 		return err
 	}
 	if seen != "" {
 		c.stats.earlyRefreshes.Add(1)
 	}
-	_, err = c.loadAndFill(ctx, key, ld, lease)
+	_, err = c.loadAndFill(ctx, key, ld, lease, sent)
 	return err
 }
 
@@ -900,24 +1023,27 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	if err := c.checkKey(key); err != nil {
 		return err
 	}
-	if c.isClosed() {
+	if !c.enter() {
 		return ErrClosed
 	}
+	defer c.wg.Done()
 	c.forget(key)
-	gen := c.gen.Load()
 	ttl, stl := c.opts.TTL, c.opts.Stale
+	var id uint64
 	if c.rdb != nil {
-		payload, err := c.encode(v)
+		raw, wid, err := c.encodeEntry(v, false, ttl, stl, 0)
 		if err != nil {
-			return fmt.Errorf("stampede: encoding value of key %q: %w", key, err)
+			return fmt.Errorf("stampede: key %q: %w", key, err)
 		}
-		raw := appendEntry(make([]byte, 0, maxHeaderLen+len(payload)), header{id: newWriteID(), ttl: ttl, stale: stl}, payload)
 		if err := c.write(ctx, key, raw, ttl+stl); err != nil {
 			return err
 		}
+		id = wid
 	}
-	c.setL1(key, c.newLocal(v, false, ttl, stl), gen)
-	c.settleL1()
+	// Invalidate again now that the write landed: a Get of this node that
+	// read Redis between forget and the write must not leave the old value
+	// in L1 (invariant 11).
+	c.store(key, c.newLocal(v, false, ttl, stl, 0, id), c.invalidateL1(key))
 	return nil
 }
 
@@ -927,14 +1053,17 @@ func (c *Cache[V]) Delete(ctx context.Context, key string) error {
 	if err := c.checkKey(key); err != nil {
 		return err
 	}
-	if c.isClosed() {
+	if !c.enter() {
 		return ErrClosed
 	}
+	defer c.wg.Done()
 	c.forget(key)
 	if c.rdb == nil {
 		return nil
 	}
-	return c.write(ctx, key, nil, 0)
+	err := c.write(ctx, key, nil, 0)
+	c.invalidateL1(key) // as in Set
+	return err
 }
 
 // forget drops everything this process remembers of key before a Set or
@@ -943,28 +1072,34 @@ func (c *Cache[V]) Delete(ctx context.Context, key string) error {
 func (c *Cache[V]) forget(key string) {
 	c.loads.forget(key)
 	c.invalidateL1(key)
-	c.mu.Lock()
-	delete(c.refreshErr, key)
-	c.mu.Unlock()
+	c.forgetRefreshErr(key)
 }
 
 // write runs write.lua. With the circuit open it fails at once rather than
-// wait out a dead Redis.
+// wait out a dead Redis. When it fails, whether the write landed is
+// unknown: L1 is invalidated again either way.
 func (c *Cache[V]) write(ctx context.Context, key string, raw []byte, px time.Duration) error {
 	if !c.redisUsable() {
-		return fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
+		return errCircuitOpen
 	}
-	err := writeScript.Run(ctx, c.rdb, c.keys(key), raw, pxMillis(px), c.channel, c.message(msgInvalidated, key)).Err()
+	err := c.call(ctx, key, 0, func(ctx context.Context) error {
+		return writeScript.Run(ctx, c.rdb, c.keys(key), raw, pxMillis(px), c.channel, c.message(msgInvalidated, key)).Err()
+	})
 	if err != nil {
-		c.redisFailed(ctx, err)
-		return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
+		c.invalidateL1(key)
+		c.reportKeyError(key, err)
+		if !errors.Is(err, ErrRedisUnavailable) {
+			return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
+		}
+		return err
 	}
 	return nil
 }
 
 // Close stops everything New and Get started: the pub/sub subscription,
 // background refreshes (their contexts are cancelled), the L1 goroutines.
-// Gets after Close return ErrClosed.
+// Gets, Sets and Deletes after Close return ErrClosed; those running when it
+// is called finish first.
 func (c *Cache[V]) Close() error {
 	c.mu.Lock()
 	if c.closed.Load() {
@@ -974,10 +1109,7 @@ func (c *Cache[V]) Close() error {
 	c.closed.Store(true)
 	c.mu.Unlock()
 	c.closeFn()
-	var err error
-	if c.pubsub != nil {
-		err = c.pubsub.Close()
-	}
+	err := c.closeSubs()
 	c.wg.Wait()
 	if c.l1 != nil {
 		c.l1.Close()
@@ -997,13 +1129,6 @@ func (c *Cache[V]) enter() bool {
 	}
 	c.wg.Add(1)
 	return true
-}
-
-// detach gives shared work a context that keeps ctx's values but not its
-// cancellation (invariant 6). Close reaches the shared work where it can
-// take long: the loader's context (callLoader) and the wait (lead).
-func (c *Cache[V]) detach(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithoutCancel(ctx), func() {}
 }
 
 // valueKey and lockKey share the hash tag {key}, so the scripts touch one
@@ -1030,55 +1155,6 @@ func (c *Cache[V]) entryTTLs(ent Entry) (ttl, stl time.Duration) {
 		stl = 0
 	}
 	return ttl, stl
-}
-
-// newLocal makes an L1 entry for a value loaded or set just now.
-func (c *Cache[V]) newLocal(v V, tombstone bool, ttl, stl time.Duration) *localEntry[V] {
-	now := c.now()
-	return &localEntry[V]{v: v, tombstone: tombstone, loadedAt: now, freshUntil: now + ttl, staleUntil: now + ttl + stl}
-}
-
-// setL1 stores e unless an invalidation happened since gen was read: a value
-// read or loaded before a Set or Delete must not land in L1 after it.
-func (c *Cache[V]) setL1(key string, e *localEntry[V], gen uint64) {
-	if c.l1 == nil {
-		return
-	}
-	if c.opts.LocalTTL > 0 {
-		e.freshUntil = min(e.freshUntil, c.now()+c.opts.LocalTTL)
-	}
-	if e.staleUntil <= c.now() {
-		return
-	}
-	c.l1mu.Lock()
-	defer c.l1mu.Unlock()
-	if c.gen.Load() != gen {
-		return
-	}
-	// No TTL for ristretto: its expiry check would read the clock a second
-	// time on every hit. Entries carry their own deadlines; expired ones are
-	// overwritten by the next fill or evicted by capacity.
-	c.l1.Set(key, e, 1)
-}
-
-// settleL1 waits until L1 has applied the writes queued so far. ristretto
-// applies writes asynchronously; after a load or a Set, the next Get in this
-// process must see the value rather than load again.
-func (c *Cache[V]) settleL1() {
-	if c.l1 != nil {
-		c.l1.Wait()
-	}
-}
-
-// invalidateL1 evicts key and makes in-progress reads skip their L1 fill.
-func (c *Cache[V]) invalidateL1(key string) {
-	if c.l1 == nil {
-		return
-	}
-	c.l1mu.Lock()
-	defer c.l1mu.Unlock()
-	c.gen.Add(1)
-	c.l1.Del(key)
 }
 
 func (c *Cache[V]) encode(v V) (b []byte, err error) {
@@ -1121,11 +1197,19 @@ func (c *Cache[V]) decode(b []byte) (v V, err error) {
 	return v, err
 }
 
-// corrupt counts and reports an entry that could not be decoded; the caller
+// corrupt counts and reports an entry that could not be used; the caller
 // treats it as a miss and the next fill overwrites it.
 func (c *Cache[V]) corrupt(key string, err error) {
 	c.stats.corrupt.Add(1)
-	c.report(key, fmt.Errorf("stampede: undecodable entry: %w", err))
+	c.report(key, fmt.Errorf("stampede: unusable entry: %w", err))
+}
+
+// reportKeyError counts a reply error about key like a corrupt entry.
+func (c *Cache[V]) reportKeyError(key string, err error) {
+	var ke *keyError
+	if errors.As(err, &ke) {
+		c.corrupt(key, err)
+	}
 }
 
 func (c *Cache[V]) report(key string, err error) {
@@ -1137,16 +1221,6 @@ func (c *Cache[V]) report(key string, err error) {
 // redisUsable says whether this call should talk to Redis.
 func (c *Cache[V]) redisUsable() bool {
 	return c.rdb != nil && c.breaker.allow(c.now)
-}
-
-// redisFailed records a Redis error and opens the circuit, unless the error
-// is the caller's own cancellation.
-func (c *Cache[V]) redisFailed(ctx context.Context, err error) error {
-	if ctx.Err() == nil {
-		c.stats.redisErrors.Add(1)
-		c.breaker.trip(c.now())
-	}
-	return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
 }
 
 func pxMillis(d time.Duration) int64 { return max(d.Milliseconds(), 1) }

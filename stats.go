@@ -1,9 +1,6 @@
 package stampede
 
-import (
-	"sync/atomic"
-	"time"
-)
+import "sync/atomic"
 
 // Stats are a cache's counters since New. They only grow.
 type Stats struct {
@@ -22,13 +19,14 @@ type Stats struct {
 	WriteBacksRejected uint64 // write-backs refused because the lease no longer held
 	RedisErrors        uint64 // Redis operations that failed
 	LoaderPanics       uint64 // loader calls that panicked or called runtime.Goexit
-	Corrupt            uint64 // entries in Redis that could not be decoded (served as misses)
+	Corrupt            uint64 // entries in Redis that could not be used: undecodable, wrong type (served as misses)
+	LocalFlushes       uint64 // L1 emptied because invalidations may have been lost (resubscription, a gap in a node's messages, a silent subscription, the circuit closing)
 }
 
 type counters struct {
 	localHits, redisHits, misses, loads, staleServed, earlyRefreshes,
 	lockWon, lockContended, wokenByNotify, wokenByRecheck, leaseRenewals,
-	leasesLost, writeBacksRejected, redisErrors, loaderPanics, corrupt atomic.Uint64
+	leasesLost, writeBacksRejected, redisErrors, loaderPanics, corrupt, localFlushes atomic.Uint64
 }
 
 // Stats returns a snapshot of the cache's counters.
@@ -41,39 +39,6 @@ func (c *Cache[V]) Stats() Stats {
 		WokenByNotify: s.wokenByNotify.Load(), WokenByRecheck: s.wokenByRecheck.Load(),
 		LeaseRenewals: s.leaseRenewals.Load(), LeasesLost: s.leasesLost.Load(),
 		WriteBacksRejected: s.writeBacksRejected.Load(), RedisErrors: s.redisErrors.Load(),
-		LoaderPanics: s.loaderPanics.Load(), Corrupt: s.corrupt.Load(),
-	}
-}
-
-// breaker is the circuit that keeps a dead Redis from costing a timeout per
-// request (invariant 8): after an error, Redis is skipped for cooldown; then
-// a single caller probes it, and a success closes the circuit.
-type breaker struct {
-	cooldown  time.Duration
-	openUntil atomic.Int64 // on the cache's clock, in ns; 0: closed
-}
-
-// allow says whether this call may use Redis. now is called only when the
-// circuit is open.
-func (b *breaker) allow(now func() time.Duration) bool {
-	u := b.openUntil.Load()
-	if u == 0 {
-		return true
-	}
-	t := int64(now())
-	if t < u {
-		return false
-	}
-	// Cooldown over: the one caller that moves the deadline probes.
-	return b.openUntil.CompareAndSwap(u, t+int64(b.cooldown))
-}
-
-func (b *breaker) trip(now time.Duration) {
-	b.openUntil.Store(int64(now + b.cooldown))
-}
-
-func (b *breaker) success() {
-	if b.openUntil.Load() != 0 {
-		b.openUntil.Store(0)
+		LoaderPanics: s.loaderPanics.Load(), Corrupt: s.corrupt.Load(), LocalFlushes: s.localFlushes.Load(),
 	}
 }

@@ -35,6 +35,10 @@ type Faults struct {
 	lost       atomic.Int64 // replies lost
 }
 
+// dialTimeout is how long a dial into a partition takes to fail when its
+// context has no earlier deadline, as net.Dialer's would.
+const dialTimeout = 5 * time.Second
+
 // NewFaults returns a Faults through which traffic flows untouched until a
 // fault is switched on.
 func NewFaults() *Faults {
@@ -51,10 +55,16 @@ func (f *Faults) Dial(ctx context.Context, network, addr string) (net.Conn, erro
 		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
 	}
 	if gate != nil {
+		// A connect into a partition goes unanswered until the dialer
+		// gives up.
+		t := time.NewTimer(dialTimeout)
+		defer t.Stop()
 		select {
 		case <-gate:
 		case <-ctx.Done():
 			return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+		case <-t.C:
+			return nil, &net.OpError{Op: "dial", Net: network, Err: os.ErrDeadlineExceeded}
 		}
 	}
 	var d net.Dialer

@@ -1,0 +1,269 @@
+package stampede
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stampede-go/stampede/internal/redistest"
+)
+
+// Messages of one publisher that arrive out of order are not lost ones; a
+// hole that stays open past gapGrace is.
+func TestGapTracker(t *testing.T) {
+	var g gapTracker
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	if g.observe("a", 10, 0) {
+		t.Fatal("the first number heard from a publisher is a gap")
+	}
+	for _, seq := range []uint64{11, 13, 12, 12, 14} { // reordered, repeated
+		if g.observe("a", seq, ms(1)) {
+			t.Fatalf("seq %d: reordering taken for loss", seq)
+		}
+	}
+	if g.sweep(ms(1000)) {
+		t.Fatal("a sequence without holes swept as lost")
+	}
+	if g.observe("a", 16, ms(1000)) { // 15 is missing
+		t.Fatal("a fresh hole counted as loss before gapGrace")
+	}
+	if !g.sweep(ms(1000) + gapGrace) {
+		t.Fatal("a hole open for gapGrace not counted as loss")
+	}
+	if g.observe("a", 17, ms(3000)) {
+		t.Fatal("after a loss, the sequence goes on from the highest number heard")
+	}
+	if g.observe("b", 5, ms(3000)) || g.observe("b", 7, ms(3000)) || !g.observe("b", 8, ms(3000)+gapGrace) {
+		t.Fatal("a hole of publisher b noticed on its next message after gapGrace: want loss")
+	}
+	// An unbounded run of numbers above a hole is loss at once.
+	g.observe("c", 1, 0)
+	lost := false
+	for i := uint64(3); i < 3+maxAhead+1 && !lost; i++ {
+		lost = g.observe("c", i, 0)
+	}
+	if !lost {
+		t.Fatalf("%d numbers held above a hole without counting it lost", maxAhead)
+	}
+	g.reset()
+	if g.observe("a", 100, ms(5000)) {
+		t.Fatal("after reset, a publisher's next number is a gap")
+	}
+}
+
+// XFetch refreshes early with L1 on too: L1 hits near expiry try it.
+func TestXFetchRefreshesEarlyWithL1(t *testing.T) {
+	ttl := 400 * time.Millisecond
+	delta := 40 * time.Millisecond
+	b := realRedis(t)
+	nodes := fleet(t, b, 4, Options{Namespace: "xfetchl1", TTL: ttl, LocalTTL: time.Minute})
+	var loads atomic.Int64
+	load := func(context.Context, string) (string, error) {
+		loads.Add(1)
+		time.Sleep(delta)
+		return "v", nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*ttl)
+	defer cancel()
+	done := make(chan struct{})
+	for _, n := range nodes {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for ctx.Err() == nil {
+				n.Get(context.Background(), "k", load)
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	for range nodes {
+		<-done
+	}
+	for _, n := range nodes {
+		n.Close()
+	}
+	s := totalStats(nodes)
+	if s.EarlyRefreshes == 0 || s.EarlyRefreshes != uint64(loads.Load()-1) {
+		t.Fatalf("%d loads, %d early: want every load after the cold fill to be an early refresh (stats %+v)", loads.Load(), s.EarlyRefreshes, s)
+	}
+	if s.Misses > 4 {
+		t.Fatalf("%d misses: callers met an expired key after the cold fill (stats %+v)", s.Misses, s)
+	}
+}
+
+// An invalidation of one key does not cancel another key's L1 fill: a read
+// of a hot key during which another key is written still lands in L1.
+func TestOtherKeysWritesKeepL1Fills(t *testing.T) {
+	srv := redistest.Start(t)
+	opts := Options{Namespace: "gens", TTL: time.Minute, LocalTTL: time.Minute}
+	writer := realNode(t, srv, opts)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	// Every read of the hot key from Redis sees another key written, and
+	// its invalidation delivered, while the read is on its way.
+	rdb.AddHook(&duringReads{fn: func() {
+		_ = writer.Set(ctx, "other", "x")
+		time.Sleep(20 * time.Millisecond)
+	}})
+	reader, err := New[string](rdb, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if err := writer.Set(ctx, "hot", "v"); err != nil {
+		t.Fatal(err)
+	}
+	const gets = 10
+	for range gets {
+		if v, err := reader.Get(ctx, "hot", func(context.Context, string) (string, error) { return "loaded", nil }); err != nil || v != "v" {
+			t.Fatalf("Get = %q, %v", v, err)
+		}
+	}
+	// L1 applies writes asynchronously, so a Get right after the fill may
+	// still miss it; without per-key generations none lands at all.
+	if s := reader.Stats(); s.LocalHits < gets/2 {
+		t.Fatalf("%d of %d Gets of an unchanged key served from L1, want most (stats %+v)", s.LocalHits, gets, s)
+	}
+}
+
+// duringReads runs fn before every MULTI/EXEC pipeline a client sends.
+type duringReads struct{ fn func() }
+
+func (h *duringReads) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *duringReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *duringReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.fn()
+		return next(ctx, cmds)
+	}
+}
+
+// The errors of failed background refreshes are bounded, and a value
+// stored since clears a key's.
+func TestRefreshErrorsAreBoundedAndCleared(t *testing.T) {
+	c, err := New[string](nil, Options{TTL: 10 * time.Millisecond, Stale: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	ok := func(context.Context, string) (string, error) { return "v", nil }
+	dbDown := errors.New("db down")
+	failing := func(context.Context, string) (string, error) { return "", dbDown }
+	const keys = maxRefreshErrs + 200
+	for i := range keys {
+		c.Get(ctx, fmt.Sprint(i), ok)
+	}
+	time.Sleep(20 * time.Millisecond)
+	for i := range keys {
+		c.Get(ctx, fmt.Sprint(i), failing) // stale copy served, refresh fails
+	}
+	eventually(t, 10*time.Second, "refreshes done", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.refreshing) == 0
+	})
+	c.mu.Lock()
+	n := len(c.refreshErr)
+	c.mu.Unlock()
+	if n == 0 || n > maxRefreshErrs {
+		t.Fatalf("%d refresh errors remembered, want between 1 and %d", n, maxRefreshErrs)
+	}
+
+	// A key whose refresh failed, then loaded again through a miss.
+	c2, err := New[string](nil, Options{TTL: 10 * time.Millisecond, Stale: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fetch := func(load func(context.Context, string) (string, error)) Result[string] {
+		r, _ := c2.Fetch(ctx, "k", func(ctx context.Context, k string) (string, Entry, error) {
+			v, err := load(ctx, k)
+			return v, Entry{}, err
+		})
+		return r
+	}
+	fetch(ok)
+	time.Sleep(20 * time.Millisecond)
+	fetch(failing)
+	eventually(t, 5*time.Second, "refresh error recorded", func() bool { return errors.Is(fetch(failing).LoadErr, dbDown) })
+	time.Sleep(80 * time.Millisecond) // past the stale window: a miss
+	if r := fetch(ok); r.Source != SourceLoader {
+		t.Fatalf("past the stale window: %+v, want a load", r)
+	}
+	time.Sleep(20 * time.Millisecond)
+	gate := make(chan struct{})
+	defer close(gate)
+	if r := fetch(func(context.Context, string) (string, error) { <-gate; return "", dbDown }); r.Source != SourceStale || r.LoadErr != nil {
+		t.Fatalf("stale after a successful load: %+v, want no LoadErr from before it", r)
+	}
+}
+
+// LocalTTL's default bounds L1 staleness when Redis is there, and only then.
+func TestLocalTTLDefaults(t *testing.T) {
+	b := mini(t)
+	for _, tc := range []struct {
+		name  string
+		redis bool
+		set   time.Duration
+		want  time.Duration
+	}{
+		{"default with Redis", true, 0, defaultLocalTTL},
+		{"default without Redis", false, 0, 0},
+		{"negative: no cap", true, -1, 0},
+		{"set", true, time.Minute, time.Minute},
+		{"set without Redis", false, time.Second, time.Second},
+	} {
+		var c *Cache[string]
+		if tc.redis {
+			c = newCache[string](t, b, Options{LocalTTL: tc.set})
+		} else {
+			c = newCache[string](t, backend{}, Options{LocalTTL: tc.set})
+		}
+		if c.localTTL != tc.want {
+			t.Errorf("%s: L1 cap %v, want %v", tc.name, c.localTTL, tc.want)
+		}
+	}
+}
+
+// A write-back the lease refused still takes its number in the sender's
+// sequence, so the other nodes see no gap and keep their L1.
+func TestRefusedWriteBackLeavesNoGap(t *testing.T) {
+	srv := redistest.Start(t)
+	opts := Options{Namespace: "nogap", LocalCapacity: 100}
+	a, b, observer := realNode(t, srv, opts), realNode(t, srv, opts), realNode(t, srv, opts)
+	ctx := context.Background()
+	if err := a.Set(ctx, "y", "x"); err != nil { // the observer hears a
+		t.Fatal(err)
+	}
+	gate, started := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Get(ctx, "k", func(context.Context, string) (string, error) {
+			close(started)
+			<-gate
+			return "old", nil
+		})
+	}()
+	<-started
+	if err := b.Set(ctx, "k", "new"); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	<-done
+	if a.Stats().WriteBacksRejected != 1 {
+		t.Fatalf("stats %+v, want one refused write-back", a.Stats())
+	}
+	if err := a.Set(ctx, "z", "x"); err != nil { // a's next message
+		t.Fatal(err)
+	}
+	time.Sleep(gapGrace + 2*quietAfter) // past the grace and a sweep
+	if n := observer.Stats().LocalFlushes; n != 0 {
+		t.Fatalf("the observer flushed its L1 %d times after a refused write-back", n)
+	}
+}
