@@ -3,9 +3,11 @@ package stampede_test
 import (
 	"context"
 	"errors"
-	"log"
+	"fmt"
+	"os"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stampede-go/stampede"
@@ -14,46 +16,137 @@ import (
 // Every host runs the same hourly cron; the reconciliation runs once per hour
 // fleet-wide, and again on the next trigger if it failed.
 func ExampleLocker_RunOnce() {
-	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
-	defer rdb.Close()
-	locker, err := stampede.NewLocker(rdb, stampede.LockerOptions{Namespace: "cron"})
-	if err != nil {
-		log.Fatal(err)
+	mr, _ := miniredis.Run() // stands in for your Redis
+	defer mr.Close()
+	// Windows are counted on the Redis server's clock. Pinning miniredis's
+	// clock keeps this example from straddling the top of an hour.
+	mr.SetTime(time.Date(2026, 3, 1, 2, 0, 5, 0, time.UTC))
+
+	runs := 0
+	reconcile := func(ctx context.Context) error { // ctx is cancelled if the lease is lost
+		runs++
+		if runs == 1 {
+			return errors.New("payment provider timed out")
+		}
+		return nil
 	}
 
-	ran, err := locker.RunOnce(context.Background(), "reconcile-payments", time.Hour, func(ctx context.Context) error {
-		return reconcile(ctx) // ctx is cancelled if the lease is lost
-	})
-	switch {
-	case err != nil:
-		log.Printf("reconcile failed, the next trigger retries: %v", err)
-	case !ran:
-		log.Print("reconcile already done this hour, or running elsewhere")
+	// Three hosts, each with its own client, fire the same schedule.
+	ctx := context.Background()
+	for host := 1; host <= 3; host++ {
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		locker, err := stampede.NewLocker(rdb, stampede.LockerOptions{Namespace: "cron"})
+		if err != nil {
+			panic(err)
+		}
+		ran, err := locker.RunOnce(ctx, "reconcile-payments", time.Hour, reconcile)
+		switch {
+		case err != nil:
+			fmt.Printf("host %d: failed, the next trigger runs it again: %v\n", host, err)
+		case !ran:
+			fmt.Printf("host %d: already done this hour, or running elsewhere\n", host)
+		default:
+			fmt.Printf("host %d: reconciled\n", host)
+		}
+		rdb.Close()
 	}
+	// Output:
+	// host 1: failed, the next trigger runs it again: payment provider timed out
+	// host 2: reconciled
+	// host 3: already done this hour, or running elsewhere
 }
 
-// A fenced write: the store rejects writes carrying a fence lower than one it
-// has seen, so a holder paused past its TTL cannot overwrite a newer one.
-func ExampleLock_Fence() {
-	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+// Do holds the lock while fn runs, renewing it, and releases it when fn
+// returns. Another worker finds the key taken meanwhile.
+func ExampleLocker_Do() {
+	mr, _ := miniredis.Run() // stands in for your Redis
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 	locker, err := stampede.NewLocker(rdb, stampede.LockerOptions{})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	ctx := context.Background()
 
-	lock, err := locker.Obtain(ctx, "partition:17", 30*time.Second)
-	if errors.Is(err, stampede.ErrNotObtained) {
-		return // another worker has the partition
-	}
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer lock.Release(ctx)
-	// UPDATE partitions SET owner_fence = $1, ... WHERE id = 17 AND owner_fence <= $1
-	writePartition(ctx, 17, lock.Fence())
+	err = locker.Do(ctx, "partition:17", 30*time.Second, func(ctx context.Context) error {
+		lock, _ := stampede.LockFromContext(ctx)
+		fmt.Println("processing partition 17 with fence", lock.Fence())
+
+		_, err := locker.Obtain(ctx, "partition:17", 30*time.Second, stampede.WithRetry(stampede.NoRetry()))
+		fmt.Println("another worker is refused:", errors.Is(err, stampede.ErrNotObtained))
+
+		h, err := locker.Holder(ctx, "partition:17")
+		if err != nil {
+			return err
+		}
+		fmt.Println("holder is this process:", h.PID == os.Getpid(), "fence:", h.Fence)
+		return nil
+	})
+	fmt.Println("Do returned:", err)
+
+	_, err = locker.Holder(ctx, "partition:17")
+	fmt.Println("released:", errors.Is(err, stampede.ErrLockNotHeld))
+	// Output:
+	// processing partition 17 with fence 1
+	// another worker is refused: true
+	// holder is this process: true fence: 1
+	// Do returned: <nil>
+	// released: true
 }
 
-func reconcile(context.Context) error                  { return nil }
-func writePartition(context.Context, int, int64) error { return nil }
+// A fenced write: the store refuses writes carrying a fence lower than one it
+// has seen, so a holder paused past its TTL cannot overwrite a newer one.
+func ExampleLock_Fence() {
+	mr, _ := miniredis.Run() // stands in for your Redis
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	locker, err := stampede.NewLocker(rdb, stampede.LockerOptions{})
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	// In SQL: UPDATE partitions SET owner_fence = $1, ... WHERE id = 17 AND owner_fence <= $1
+	store := &fencedStore{}
+
+	a, err := locker.Obtain(ctx, "partition:17", 30*time.Second)
+	if err != nil {
+		panic(err)
+	}
+	// Worker A stalls (a GC pause, a frozen VM) until its lease runs out,
+	// and worker B obtains the lock.
+	mr.FastForward(31 * time.Second)
+	b, err := locker.Obtain(ctx, "partition:17", 30*time.Second)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("B writes with fence %d: %v\n", b.Fence(), store.write(b.Fence(), "B's rows"))
+
+	// A resumes, unaware, and writes: the store refuses it.
+	fmt.Printf("A writes with fence %d: %v\n", a.Fence(), store.write(a.Fence(), "A's rows"))
+	fmt.Println("A's release finds the lease gone:", errors.Is(a.Release(ctx), stampede.ErrLockNotHeld))
+	fmt.Println("B releases:", b.Release(ctx))
+	fmt.Println("stored:", store.data)
+	// Output:
+	// B writes with fence 2: <nil>
+	// A writes with fence 1: fence 1 is older than 2
+	// A's release finds the lease gone: true
+	// B releases: <nil>
+	// stored: B's rows
+}
+
+// fencedStore is the resource a lock guards: it remembers the highest fence
+// it has accepted and refuses writes with a lower one.
+type fencedStore struct {
+	fence int64
+	data  string
+}
+
+func (s *fencedStore) write(fence int64, data string) error {
+	if fence < s.fence {
+		return fmt.Errorf("fence %d is older than %d", fence, s.fence)
+	}
+	s.fence, s.data = fence, data
+	return nil
+}

@@ -295,7 +295,8 @@ func freePort(bus bool) (int, error) {
 }
 
 // requireBinary returns the path of name, or skips the test when it is not
-// on PATH (fails it under CI=true).
+// on PATH (fails it under CI=true). The first skip in a test binary also
+// prints a note saying what is skipped and how to run it (see skipNotes).
 func requireBinary(t testing.TB, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
@@ -305,7 +306,9 @@ func requireBinary(t testing.TB, name string) string {
 	msg := name + " not found on PATH; install it (apt-get install redis-server) or run `bash .ci/run` to run the real-Redis tests"
 	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
 		t.Fatalf("redistest: %s (CI=true, so the real-Redis tests may not be skipped)", msg)
+		return ""
 	}
+	skipNotes.once(name, skipNote(name))
 	t.Skip(msg)
 	return ""
 }
