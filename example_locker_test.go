@@ -71,7 +71,8 @@ func ExampleLocker_Do() {
 
 	err = locker.Do(ctx, "partition:17", 30*time.Second, func(ctx context.Context) error {
 		lock, _ := stampede.LockFromContext(ctx)
-		fmt.Println("processing partition 17 with fence", lock.Fence())
+		fence := lock.Fence() // pass it with every write to the partition
+		fmt.Println("processing partition 17, fenced:", fence > 0)
 
 		_, err := locker.Obtain(ctx, "partition:17", 30*time.Second, stampede.WithRetry(stampede.NoRetry()))
 		fmt.Println("another worker is refused:", errors.Is(err, stampede.ErrNotObtained))
@@ -80,7 +81,7 @@ func ExampleLocker_Do() {
 		if err != nil {
 			return err
 		}
-		fmt.Println("holder is this process:", h.PID == os.Getpid(), "fence:", h.Fence)
+		fmt.Println("holder is this process:", h.PID == os.Getpid(), "with this fence:", h.Fence == fence)
 		return nil
 	})
 	fmt.Println("Do returned:", err)
@@ -88,9 +89,9 @@ func ExampleLocker_Do() {
 	_, err = locker.Holder(ctx, "partition:17")
 	fmt.Println("released:", errors.Is(err, stampede.ErrLockNotHeld))
 	// Output:
-	// processing partition 17 with fence 1
+	// processing partition 17, fenced: true
 	// another worker is refused: true
-	// holder is this process: true fence: 1
+	// holder is this process: true with this fence: true
 	// Do returned: <nil>
 	// released: true
 }
@@ -121,16 +122,18 @@ func ExampleLock_Fence() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Printf("B writes with fence %d: %v\n", b.Fence(), store.write(b.Fence(), "B's rows"))
+	fmt.Println("B's fence is greater:", b.Fence() > a.Fence())
+	fmt.Println("B writes:", store.write(b.Fence(), "B's rows"))
 
 	// A resumes, unaware, and writes: the store refuses it.
-	fmt.Printf("A writes with fence %d: %v\n", a.Fence(), store.write(a.Fence(), "A's rows"))
+	fmt.Println("A writes:", store.write(a.Fence(), "A's rows"))
 	fmt.Println("A's release finds the lease gone:", errors.Is(a.Release(ctx), stampede.ErrLockNotHeld))
 	fmt.Println("B releases:", b.Release(ctx))
 	fmt.Println("stored:", store.data)
 	// Output:
-	// B writes with fence 2: <nil>
-	// A writes with fence 1: fence 1 is older than 2
+	// B's fence is greater: true
+	// B writes: <nil>
+	// A writes: refused: a newer holder has written
 	// A's release finds the lease gone: true
 	// B releases: <nil>
 	// stored: B's rows
@@ -145,7 +148,7 @@ type fencedStore struct {
 
 func (s *fencedStore) write(fence int64, data string) error {
 	if fence < s.fence {
-		return fmt.Errorf("fence %d is older than %d", fence, s.fence)
+		return errors.New("refused: a newer holder has written")
 	}
 	s.fence, s.data = fence, data
 	return nil
