@@ -1,12 +1,10 @@
 package httpcache
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 )
 
 var (
@@ -63,7 +61,10 @@ func (rec *recorder) WriteHeader(status int) {
 		return
 	}
 	if status < 200 && status != http.StatusSwitchingProtocols {
-		return // informational (103 Early Hints and the like): not the response
+		// Informational (103 Early Hints and the like): forwarded, not
+		// the response.
+		rec.owner.interim(status, rec.header)
+		return
 	}
 	rec.wroteHeader = true
 	rec.status = status
@@ -179,7 +180,7 @@ func (s *stream) copyTo(w http.ResponseWriter, r *http.Request, cacheStatus stri
 	for k, v := range s.header {
 		h[k] = v
 	}
-	h.Set("Cache-Status", cacheStatus)
+	addCacheStatus(h, cacheStatus)
 	w.WriteHeader(s.status)
 	head := r.Method == http.MethodHead
 	rc := http.NewResponseController(w)
@@ -206,63 +207,4 @@ func (s *stream) copyTo(w http.ResponseWriter, r *http.Request, cacheStatus stri
 		}
 	}
 	_ = s.pr.CloseWithError(werr) // the client is gone: fail the handler's writes
-}
-
-// call is one request's part in a lookup: the loader it hands the core, and
-// what that loader leaves for it when its own handler run is the one that
-// happened.
-type call struct {
-	m    *Middleware
-	next http.Handler
-	r    *http.Request
-	// variant is the Vary record when this call looks up a variant key, nil
-	// for a primary key.
-	variant *entry
-	primary string // the primary key, when variant is set
-
-	mu     sync.Mutex // guards done, own, stream
-	done   bool       // the request has stopped waiting: a stream has no reader
-	own    *outcome   // the outcome of this call's own handler run
-	stream *stream    // set when this call's run turned into a stream
-}
-
-// finish marks the request as no longer waiting and returns the outcome of
-// its own handler run, if that run happened and ended (or became a stream).
-func (c *call) finish() *outcome {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.done = true
-	if c.own == nil && c.stream != nil {
-		return &outcome{owner: c, stream: c.stream, reason: c.stream.reason}
-	}
-	return c.own
-}
-
-// detachFrom returns a context for a handler run: ctx's values, cancelled
-// when ctx ends, and a relink function that cuts it loose from ctx and ties
-// it to until instead.
-func detachFrom(ctx, until context.Context) (hctx context.Context, cancel context.CancelCauseFunc, relink func() error, stop func()) {
-	hctx, cancel = context.WithCancelCause(context.WithoutCancel(ctx))
-	unlink := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
-	var mu sync.Mutex
-	var stopUntil func() bool
-	relink = func() error {
-		if !unlink() {
-			return context.Cause(ctx)
-		}
-		mu.Lock()
-		stopUntil = context.AfterFunc(until, func() { cancel(context.Cause(until)) })
-		mu.Unlock()
-		return nil
-	}
-	stop = func() {
-		unlink()
-		mu.Lock()
-		if stopUntil != nil {
-			stopUntil()
-		}
-		mu.Unlock()
-		cancel(nil)
-	}
-	return hctx, cancel, relink, stop
 }

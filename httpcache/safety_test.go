@@ -143,6 +143,7 @@ func TestNeverStored(t *testing.T) {
 		resp   func(w http.ResponseWriter)
 		opts   Options
 		detail string
+		fwd    string
 		stored bool
 	}{
 		{name: "request no-store", req: []string{"Cache-Control", "no-store"}, detail: "no-store"},
@@ -165,9 +166,12 @@ func TestNeverStored(t *testing.T) {
 		{name: "authorization public", req: []string{"Authorization", "Bearer x"}, resp: withCC("public, max-age=60"), stored: true},
 		{name: "authorization s-maxage", req: []string{"Authorization", "Bearer x"}, resp: withCC("s-maxage=60"), stored: true},
 		{name: "authorization must-revalidate", req: []string{"Authorization", "Bearer x"}, resp: withCC("max-age=60, must-revalidate"), stored: true},
-		{name: "POST", method: "POST", resp: withCC("max-age=60"), detail: "method"},
-		{name: "OPTIONS", method: "OPTIONS", resp: withCC("max-age=60"), detail: "method"},
-		{name: "range", req: []string{"Range", "bytes=0-1"}, resp: withCC("max-age=60"), detail: "range"},
+		{name: "POST", method: "POST", resp: withCC("max-age=60"), fwd: "method"},
+		{name: "OPTIONS", method: "OPTIONS", resp: withCC("max-age=60"), fwd: "method"},
+		{name: "If-Match", req: []string{"If-Match", `"a"`}, resp: withCC("max-age=60"), detail: "precondition"},
+		{name: "If-Unmodified-Since", req: []string{"If-Unmodified-Since", "Sun, 06 Nov 1994 08:49:37 GMT"}, resp: withCC("max-age=60"), detail: "precondition"},
+		{name: "two ranges", req: []string{"Range", "bytes=0-1,3-4"}, resp: withCC("max-age=60"), detail: "range"},
+		{name: "range miss", req: []string{"Range", "bytes=0-1"}, resp: withCC("max-age=60"), detail: "range"},
 		{name: "206", resp: func(w http.ResponseWriter) {
 			w.Header().Set("Cache-Control", "max-age=60")
 			w.WriteHeader(http.StatusPartialContent)
@@ -205,6 +209,9 @@ func TestNeverStored(t *testing.T) {
 			w := do(s, method, "/n", tc.req...)
 			if tc.detail != "" && !hasDetail(status(w), tc.detail) {
 				t.Errorf("Cache-Status %q, want detail=%s", status(w), tc.detail)
+			}
+			if tc.fwd != "" && !strings.Contains(status(w), "fwd="+tc.fwd) {
+				t.Errorf("Cache-Status %q, want fwd=%s", status(w), tc.fwd)
 			}
 			if tc.name == "set-cookie allowed, stripped" && w.Header().Get("Set-Cookie") == "" {
 				t.Errorf("the filling client lost its cookie")
