@@ -40,7 +40,7 @@ func TestParseHTTPDate(t *testing.T) {
 		{"0", time.Time{}},
 		{"", time.Time{}},
 		{"-1", time.Time{}},
-		{"Sun, 06 Nov 1994 8:49:37 GMT", time.Time{}},    // 1-digit hour
+		{"Sun, 06 Nov 1994 8:49:37 GMT", time.Time{}},     // 1-digit hour
 		{"Sun, 6 Nov 1994 08:49:37 GMT", time.Time{}},     // 1-digit day
 		{"Sun, 06  Nov  1994 08:49:37 GMT", time.Time{}},  // doubled spaces
 		{"Sun 06 Nov 1994 08:49:37 GMT", time.Time{}},     // no comma
