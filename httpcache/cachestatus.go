@@ -31,7 +31,8 @@ type cacheStatus struct {
 
 // member renders cs with the cache's name, parameters in RFC 9211 order.
 func (m *Middleware) member(cs cacheStatus) string {
-	b := make([]byte, 0, 48+len(cs.detail))
+	var buf [128]byte // on the stack: the member is copied out once, as a string
+	b := buf[:0]
 	b = append(b, m.statusName...)
 	if cs.hit {
 		b = append(b, "; hit"...)

@@ -164,3 +164,31 @@ func TestInvalidOptions(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseTargeted: the Structured Field parser and the targeted-field
+// reading never panic; keys follow RFC 8941 3.2, and what is read as
+// delta-seconds is a non-negative Integer.
+func FuzzParseTargeted(f *testing.F) {
+	for _, s := range []string{"max-age=60", `no-cache="a, b", private`, "a=(1 2);p=?0, b=:aGk=:", "max-age=\"1\"",
+		"max-age=60, &&", "x=1.5", "  y  ", "z=-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		members, ok := parseSFDictionary([]string{s})
+		if !ok {
+			return
+		}
+		for _, m := range members {
+			if _, ok := (&sfParser{s: m.key}).key(); !ok || m.key == "" {
+				t.Fatalf("%q: key %q", s, m.key)
+			}
+		}
+		d, ok := parseTargeted([]string{s})
+		if !ok {
+			return
+		}
+		if v, present, valid := d.seconds("max-age"); present && (!valid || v < 0) {
+			t.Fatalf("%q: max-age %v %v", s, v, valid)
+		}
+	})
+}
