@@ -147,12 +147,15 @@ func (rec *recorder) finish(failure error) {
 }
 
 // result returns the recorded response, or errIncomplete when the body does
-// not match its declared Content-Length.
+// not match its declared Content-Length. A 304 has no body, and its
+// Content-Length, if any, is that of the representation it validates (RFC
+// 9110 8.6); a 204 has none either.
 func (rec *recorder) result() (status int, h http.Header, body []byte, err error) {
 	if !rec.wroteHeader {
 		rec.WriteHeader(http.StatusOK)
 	}
-	if cl := rec.snap.Get("Content-Length"); cl != "" {
+	noBody := rec.status == http.StatusNotModified || rec.status == http.StatusNoContent
+	if cl := rec.snap.Get("Content-Length"); cl != "" && !noBody {
 		n, perr := strconv.ParseInt(cl, 10, 64)
 		if perr != nil || n != rec.written {
 			return 0, nil, nil, errIncomplete
