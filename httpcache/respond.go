@@ -30,20 +30,21 @@ func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call
 	// Stale. Within stale-while-revalidate it is served as it is; the core
 	// is refreshing it once across the fleet.
 	staleFor := age - e.life
-	if staleFor <= e.swr && !(m.opts.HonorRequestCacheControl && refuses(r, age, e.life)) {
-		m.writeEntry(w, r, e, age, cacheStatus{hit: true, ttl: -staleFor, hasTTL: true, detail: "stale-while-revalidate"})
-		return
-	}
-	// Past it, within stale-if-error or StaleOnError: the stale copy is
-	// for errors only.
-	if res.LoadErr != nil { // this process's last refresh failed
+	if staleFor <= e.swr {
+		if !m.opts.HonorRequestCacheControl || !refuses(r, age, e.life) {
+			m.writeEntry(w, r, e, age, cacheStatus{hit: true, ttl: -staleFor, hasTTL: true, detail: "stale-while-revalidate"})
+			return
+		}
+	} else if res.LoadErr != nil {
+		// Past it, within stale-if-error or StaleOnError, the stale copy
+		// is for errors only, and this process's last refresh failed.
 		m.writeEntry(w, r, e, age, cacheStatus{fwd: fwdStale, ttl: -staleFor, hasTTL: true, detail: staleDetail(e, staleFor)})
 		return
 	}
 	// Revalidate now. The refresh the core started in the background joins
 	// this run through m.flight, so the handler runs once per process; if
 	// that refresh has already landed, its response is served instead.
-	c2 := &call{m: m, next: c.next, r: r, w: w, variant: c.variant, primary: c.primary, prev: e}
+	c2 := &call{m: m, next: c.next, r: r, w: w, variant: c.variant, primary: c.primary, prev: e, fwd: fwdStale}
 	again, err := m.cache.Fetch(r.Context(), key, c2.load)
 	if own := c2.finish(); own != nil {
 		if err != nil || again.Source == stampede.SourceLoader {

@@ -31,6 +31,8 @@ type call struct {
 	// rng is set for a GET with a single byte range: on a miss it is
 	// passed to the handler as it is, and nothing is stored.
 	rng bool
+	// fwd is the Cache-Status fwd of this call's own run; "" for a miss.
+	fwd string
 	// retry is set when this call looks again after sharing the lookup of
 	// a range request that found nothing stored.
 	retry bool
@@ -54,8 +56,12 @@ func (c *call) finish() *outcome {
 	return c.own
 }
 
-// missFwd is the Cache-Status fwd value of a miss of this call's key.
+// missFwd is the Cache-Status fwd value of this call's own run: a miss of
+// its key, unless said otherwise.
 func (c *call) missFwd() string {
+	if c.fwd != "" {
+		return c.fwd
+	}
 	if c.variant != nil {
 		return fwdVaryMiss
 	}
