@@ -151,3 +151,33 @@ func FuzzParseCacheControl(f *testing.F) {
 func (d directive) seconds() (time.Duration, bool, bool) {
 	return directives{"x": d}.seconds("x")
 }
+
+// RFC 9111 4.2.1: "If directives conflict (e.g., both max-age and no-cache
+// are present), the most restrictive directive should be honored."
+func TestConflictingDirectives(t *testing.T) {
+	m := newMW(t, nil, Options{})
+	for _, tc := range []struct {
+		cc       []string
+		reason   string
+		life     time.Duration
+		swr, sie time.Duration
+	}{
+		{[]string{"max-age=60, no-store"}, "no-store", 0, 0, 0},
+		{[]string{"public, private"}, "private", 0, 0, 0},
+		{[]string{"max-age=60", "no-cache"}, "no-cache", 0, 0, 0},
+		{[]string{"max-age=60, NO-STORE"}, "no-store", 0, 0, 0},
+		{[]string{"max-age=60, max-age=30"}, "stale", 0, 0, 0},
+		{[]string{"max-age=60, stale-while-revalidate=30, must-revalidate"}, "", time.Minute, 0, 0},
+		{[]string{"max-age=60, stale-if-error=30, stale-if-error=60"}, "", time.Minute, 0, 0},
+		{[]string{"max-age=60, stale-if-error=30", "stale-if-error=30"}, "", time.Minute, 0, 30 * time.Second},
+	} {
+		e, _, reason := m.classify(httpGet(), 200, ccLines(tc.cc...), nil, time.Now())
+		if reason != tc.reason {
+			t.Errorf("%q: reason %q, want %q", tc.cc, reason, tc.reason)
+			continue
+		}
+		if e != nil && (e.life != tc.life || e.swr != tc.swr || e.sie != tc.sie) {
+			t.Errorf("%q: life %v swr %v sie %v", tc.cc, e.life, e.swr, e.sie)
+		}
+	}
+}
