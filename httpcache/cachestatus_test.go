@@ -71,7 +71,10 @@ func TestCacheStatusCollapsed(t *testing.T) {
 	for range 4 {
 		wg.Go(func() { statuses <- status(do(s, "GET", "/c")) })
 	}
-	time.Sleep(100 * time.Millisecond) // the others join the first one's run
+	for h.n.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the others join the first one's run
 	close(release)
 	wg.Wait()
 	close(statuses)
