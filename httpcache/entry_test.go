@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/stampede-go/stampede/internal/redistest"
 )
 
 // sameEntry compares two entries field by field; nil and empty slices and
@@ -71,35 +68,6 @@ func TestCodecRefusesWhatItCannotRead(t *testing.T) {
 	}
 	if _, err := (codec{}).Marshal("not an entry"); err == nil {
 		t.Fatal("encoded a string")
-	}
-}
-
-// A response whose Expires lies past the year 2262 (a lifetime over 2^62
-// ns) is stored with its lifetime capped, and another server reads it back
-// as a hit: no undecodable entry, no handler run, no error report.
-func TestFarFutureExpiresReadBack(t *testing.T) {
-	mr, rdb := redistest.Mini(t)
-	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
-		w.Header().Set("Date", time.Now().UTC().Format(http.TimeFormat))
-		w.Header().Set("Expires", "Fri, 31 Dec 2286 23:59:59 GMT")
-		fmt.Fprint(w, "forever")
-	}}
-	var reports atomic.Int64
-	opts := Options{LocalCapacity: -1, OnError: func(key string, err error) { reports.Add(1); t.Log(key, err) }}
-	a := newMW(t, rdb, opts).Handler(h)
-	b := newMW(t, redistestClient(t, mr.Addr()), opts).Handler(h)
-	if w := do(a, "GET", "/far"); !strings.Contains(status(w), "stored") {
-		t.Fatalf("not stored: %q", status(w))
-	}
-	w := do(b, "GET", "/far")
-	if !strings.Contains(status(w), "hit") || w.Body.String() != "forever" || h.n.Load() != 1 {
-		t.Fatalf("other server: %q %q, %d runs", status(w), w.Body.String(), h.n.Load())
-	}
-	if ttl := ttlOf(t, status(w)); ttl < int(maxDeltaSeconds)-5 {
-		t.Fatalf("ttl=%d, want the capped lifetime", ttl)
-	}
-	if reports.Load() != 0 {
-		t.Fatalf("%d errors reported", reports.Load())
 	}
 }
 
