@@ -29,7 +29,7 @@ type cacheStatus struct {
 	detail    string // why: not stored, stale served, bypassed
 }
 
-// member renders cs with the cache's name, parameters in RFC 9211 order.
+// member renders cs with the cache's name, parameters in a fixed order.
 func (m *Middleware) member(cs cacheStatus) string {
 	var buf [128]byte // on the stack: the member is copied out once, as a string
 	b := buf[:0]
@@ -49,11 +49,11 @@ func (m *Middleware) member(cs cacheStatus) string {
 		b = append(b, "; ttl="...)
 		b = strconv.AppendInt(b, int64(cs.ttl/time.Second), 10)
 	}
-	if cs.stored {
-		b = append(b, "; stored"...)
-	}
 	if cs.collapsed {
 		b = append(b, "; collapsed"...)
+	}
+	if cs.stored {
+		b = append(b, "; stored"...)
 	}
 	if cs.detail != "" {
 		b = append(b, "; detail="...)
