@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -60,4 +61,58 @@ func BenchmarkCachedHitParallel(b *testing.B) {
 			h.ServeHTTP(&discard{h: make(http.Header, 8)}, r)
 		}
 	})
+}
+
+// BenchmarkMiss is a full miss in one process: the handler runs into the
+// recorder, the response is classified, encoded for nobody (no Redis) and
+// kept in memory, and written out. Each iteration asks for a new URL.
+func BenchmarkMiss(b *testing.B) {
+	m := newMW(b, nil, Options{})
+	h := m.Handler(benchHandler())
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		r := httptest.NewRequest("GET", "http://example.com/bench?i="+strconv.Itoa(i), nil)
+		h.ServeHTTP(&discard{h: make(http.Header, 8)}, r)
+	}
+}
+
+// BenchmarkRevalidate304 is the revalidation path: a stored response the
+// request will not take as it is (Cache-Control: no-cache, honoured), sent
+// to the handler with its validators; the handler answers 304, which
+// freshens the stored response, and that is written out.
+func BenchmarkRevalidate304(b *testing.B) {
+	m := newMW(b, nil, Options{HonorRequestCacheControl: true})
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, benchBody)
+	}))
+	do(h, "GET", "http://example.com/bench?a=1&b=2")
+	r := httptest.NewRequest("GET", "http://example.com/bench?a=1&b=2", nil)
+	r.Header.Set("Cache-Control", "no-cache")
+	b.ReportAllocs()
+	for b.Loop() {
+		w := &discard{h: make(http.Header, 8)}
+		h.ServeHTTP(w, r)
+	}
+}
+
+// BenchmarkRangeHit is a single byte range served from a stored 200.
+func BenchmarkRangeHit(b *testing.B) {
+	m := newMW(b, nil, Options{})
+	h := m.Handler(benchHandler())
+	do(h, "GET", "http://example.com/bench?a=1&b=2")
+	r := httptest.NewRequest("GET", "http://example.com/bench?a=1&b=2", nil)
+	r.Header.Set("Range", "bytes=100-1123")
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(&discard{h: make(http.Header, 8)}, r)
+	}
 }

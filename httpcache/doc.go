@@ -7,11 +7,20 @@
 //	...
 //	http.ListenAndServe(":8080", mw.Handler(mux))
 //
-// It is a shared cache in the sense of RFC 9111: freshness comes from
-// s-maxage, max-age or Expires (or Options.DefaultTTL); stale-while-revalidate
-// and stale-if-error (RFC 5861) are honoured; responses that are private, set
-// cookies, answer authorized requests without permission, vary on everything
-// or are too big are never stored, and the requests that waited for one run
-// the handler themselves. Every response carries Cache-Status (RFC 9211);
-// every cached one carries Age.
+// It is a shared cache in the sense of RFC 9111. Freshness comes from
+// s-maxage, max-age or Expires, read strictly (an invalid Expires means
+// expired), or from CDN-Cache-Control and the other targeted fields of
+// RFC 9213 when present; optionally from a heuristic or Options.DefaultTTL.
+// stale-while-revalidate and stale-if-error (RFC 5861) are honoured, and
+// Options.StaleOnError serves stale copies on errors where the response
+// allows it. Responses that are private, set cookies, answer authorized
+// requests without permission, vary on everything or are too big are never
+// stored, and the requests that waited for one run the handler themselves.
+//
+// Conditional requests from clients are answered from stored responses; a
+// stored response is revalidated with its validators when this package runs
+// the handler for it, and a 304 freshens it (RFC 9111 4.3.4). A single byte
+// range is served from a stored response; 1xx responses such as 103 Early
+// Hints reach the client whose request runs the handler. Every response
+// carries Cache-Status (RFC 9211); every cached one carries Age.
 package httpcache

@@ -54,7 +54,8 @@ type entry struct {
 //
 //	byte     format version (1)
 //	byte     kind
-//	uvarint  status, initialAge ms, life ms, swr ms, sie ms
+//	uvarint  status (at most 999), initialAge ms, life ms, swr ms, sie ms
+//	         (each at most maxLifetime)
 //	string   gen, reason        (uvarint length + bytes)
 //	uvarint  number of vary names, then each name as a string
 //	uvarint  number of header fields, then for each: name, number of values, values
@@ -65,10 +66,16 @@ const codecVersion = 1
 
 var errBadEntry = errors.New("httpcache: malformed entry")
 
+// Marshal encodes an entry. It refuses, with an error, any entry Unmarshal
+// would not return unchanged: classify never makes one, and writing one
+// would leave every other server a miss on every request.
 func (codec) Marshal(v any) ([]byte, error) {
 	e, ok := v.(*entry)
 	if !ok || e == nil {
 		return nil, fmt.Errorf("httpcache: cannot encode %T", v)
+	}
+	if err := e.check(); err != nil {
+		return nil, err
 	}
 	n := 32 + len(e.body) + len(e.gen) + len(e.reason)
 	for k, vs := range e.header {
@@ -81,7 +88,7 @@ func (codec) Marshal(v any) ([]byte, error) {
 	b = append(b, codecVersion, byte(e.kind))
 	for _, u := range []int64{int64(e.status), e.initialAge.Milliseconds(), e.life.Milliseconds(),
 		e.swr.Milliseconds(), e.sie.Milliseconds()} {
-		b = binary.AppendUvarint(b, uint64(max(u, 0)))
+		b = binary.AppendUvarint(b, uint64(u))
 	}
 	b = appendString(b, e.gen)
 	b = appendString(b, e.reason)
@@ -99,6 +106,26 @@ func (codec) Marshal(v any) ([]byte, error) {
 	}
 	return append(b, e.body...), nil
 }
+
+// check reports why e cannot be encoded: a kind, status or duration
+// outside what the format holds, or a duration finer than a millisecond.
+func (e *entry) check() error {
+	if e.kind < kindResponse || e.kind > kindPass {
+		return fmt.Errorf("httpcache: cannot encode an entry of kind %d", e.kind)
+	}
+	if e.status < 0 || e.status > maxStatus {
+		return fmt.Errorf("httpcache: cannot encode status %d", e.status)
+	}
+	for _, d := range []time.Duration{e.initialAge, e.life, e.swr, e.sie} {
+		if d < 0 || d > maxLifetime || d%time.Millisecond != 0 {
+			return fmt.Errorf("httpcache: cannot encode duration %v: not whole milliseconds within [0, %v]", d, maxLifetime)
+		}
+	}
+	return nil
+}
+
+// maxStatus is the largest status code (RFC 9110 15: three digits).
+const maxStatus = 999
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
@@ -118,7 +145,11 @@ func (codec) Unmarshal(data []byte, v any) error {
 	if e.kind < kindResponse || e.kind > kindPass {
 		return errBadEntry
 	}
-	e.status = int(d.uvarint())
+	if status := d.uvarint(); status <= maxStatus {
+		e.status = int(status)
+	} else {
+		return errBadEntry
+	}
 	e.initialAge = d.millis()
 	e.life = d.millis()
 	e.swr = d.millis()
@@ -181,7 +212,7 @@ func (d *decoder) uvarint() uint64 {
 
 func (d *decoder) millis() time.Duration {
 	v := d.uvarint()
-	if v > uint64(1<<62)/uint64(time.Millisecond) {
+	if v > uint64(maxLifetime/time.Millisecond) {
 		d.err = true
 		return 0
 	}

@@ -6,8 +6,9 @@ import (
 )
 
 // flight lets the handler runs for one key within this process be shared:
-// the core's background refresh of a stale entry and the requests that
-// revalidate it within stale-if-error wait for the same run.
+// the core's background refresh of a stored entry and the requests that
+// revalidate it (past stale-while-revalidate, or because their own
+// Cache-Control asks) wait for the same run.
 type flight struct {
 	mu    sync.Mutex             // guards calls
 	calls map[string]*flightCall // lazily made

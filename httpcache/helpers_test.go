@@ -11,7 +11,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) {
+	// Everything New starts ends in Close; every server and client a test
+	// starts ends with it.
+	goleak.VerifyTestMain(m)
+}
 
 // newMW returns a middleware closed when the test ends.
 func newMW(t testing.TB, rdb redis.UniversalClient, opts Options) *Middleware {
@@ -22,6 +29,13 @@ func newMW(t testing.TB, rdb redis.UniversalClient, opts Options) *Middleware {
 	}
 	t.Cleanup(func() { _ = m.Close() })
 	return m
+}
+
+// newServer serves h over a real connection until the test ends.
+func newServer(t testing.TB, h http.Handler) *httptest.Server {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // counter is a handler that counts its runs and answers with a fixed

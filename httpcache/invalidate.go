@@ -16,7 +16,7 @@ import (
 // invalidation happens before the status line goes out, so a client that
 // reads its own write finds the entry gone.
 func (m *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	w.Header().Set("Cache-Status", m.opts.CacheStatusName+"; fwd=bypass; detail=method")
+	addCacheStatus(w.Header(), m.member(cacheStatus{fwd: fwdMethod}))
 	iw := &invalidator{ResponseWriter: w, m: m, r: r}
 	next.ServeHTTP(iw, r)
 	iw.check(http.StatusOK) // a handler that wrote nothing answered 200

@@ -1,12 +1,10 @@
 package httpcache
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 )
 
 var (
@@ -63,7 +61,10 @@ func (rec *recorder) WriteHeader(status int) {
 		return
 	}
 	if status < 200 && status != http.StatusSwitchingProtocols {
-		return // informational (103 Early Hints and the like): not the response
+		// Informational (103 Early Hints and the like): forwarded, not
+		// the response.
+		rec.owner.interim(status, rec.header)
+		return
 	}
 	rec.wroteHeader = true
 	rec.status = status
@@ -146,12 +147,15 @@ func (rec *recorder) finish(failure error) {
 }
 
 // result returns the recorded response, or errIncomplete when the body does
-// not match its declared Content-Length.
+// not match its declared Content-Length. A 304 has no body, and its
+// Content-Length, if any, is that of the representation it validates (RFC
+// 9110 8.6); a 204 has none either.
 func (rec *recorder) result() (status int, h http.Header, body []byte, err error) {
 	if !rec.wroteHeader {
 		rec.WriteHeader(http.StatusOK)
 	}
-	if cl := rec.snap.Get("Content-Length"); cl != "" {
+	noBody := rec.status == http.StatusNotModified || rec.status == http.StatusNoContent
+	if cl := rec.snap.Get("Content-Length"); cl != "" && !noBody {
 		n, perr := strconv.ParseInt(cl, 10, 64)
 		if perr != nil || n != rec.written {
 			return 0, nil, nil, errIncomplete
@@ -179,7 +183,7 @@ func (s *stream) copyTo(w http.ResponseWriter, r *http.Request, cacheStatus stri
 	for k, v := range s.header {
 		h[k] = v
 	}
-	h.Set("Cache-Status", cacheStatus)
+	addCacheStatus(h, cacheStatus)
 	w.WriteHeader(s.status)
 	head := r.Method == http.MethodHead
 	rc := http.NewResponseController(w)
@@ -206,63 +210,4 @@ func (s *stream) copyTo(w http.ResponseWriter, r *http.Request, cacheStatus stri
 		}
 	}
 	_ = s.pr.CloseWithError(werr) // the client is gone: fail the handler's writes
-}
-
-// call is one request's part in a lookup: the loader it hands the core, and
-// what that loader leaves for it when its own handler run is the one that
-// happened.
-type call struct {
-	m    *Middleware
-	next http.Handler
-	r    *http.Request
-	// variant is the Vary record when this call looks up a variant key, nil
-	// for a primary key.
-	variant *entry
-	primary string // the primary key, when variant is set
-
-	mu     sync.Mutex // guards done, own, stream
-	done   bool       // the request has stopped waiting: a stream has no reader
-	own    *outcome   // the outcome of this call's own handler run
-	stream *stream    // set when this call's run turned into a stream
-}
-
-// finish marks the request as no longer waiting and returns the outcome of
-// its own handler run, if that run happened and ended (or became a stream).
-func (c *call) finish() *outcome {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.done = true
-	if c.own == nil && c.stream != nil {
-		return &outcome{owner: c, stream: c.stream, reason: c.stream.reason}
-	}
-	return c.own
-}
-
-// detachFrom returns a context for a handler run: ctx's values, cancelled
-// when ctx ends, and a relink function that cuts it loose from ctx and ties
-// it to until instead.
-func detachFrom(ctx, until context.Context) (hctx context.Context, cancel context.CancelCauseFunc, relink func() error, stop func()) {
-	hctx, cancel = context.WithCancelCause(context.WithoutCancel(ctx))
-	unlink := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
-	var mu sync.Mutex
-	var stopUntil func() bool
-	relink = func() error {
-		if !unlink() {
-			return context.Cause(ctx)
-		}
-		mu.Lock()
-		stopUntil = context.AfterFunc(until, func() { cancel(context.Cause(until)) })
-		mu.Unlock()
-		return nil
-	}
-	stop = func() {
-		unlink()
-		mu.Lock()
-		if stopUntil != nil {
-			stopUntil()
-		}
-		mu.Unlock()
-		cancel(nil)
-	}
-	return hctx, cancel, relink, stop
 }

@@ -1,0 +1,170 @@
+package httpcache
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/stampede-go/stampede"
+)
+
+// Options configures a Middleware. The zero value of every field means its
+// documented default.
+type Options struct {
+	// Namespace prefixes the Redis keys and the pub/sub channel, as in
+	// stampede.Options. Default: "httpcache".
+	Namespace string
+	// DefaultTTL is the freshness lifetime of cacheable responses that carry
+	// no s-maxage, max-age or Expires, and get no heuristic lifetime (see
+	// HeuristicFraction). Default: 0, such responses are not stored.
+	DefaultTTL time.Duration
+	// HeuristicFraction turns on heuristic freshness (RFC 9111 4.2.2): a
+	// response without explicit freshness, whose status is heuristically
+	// cacheable (RFC 9110 15.1) or which is marked public, and which has
+	// a Last-Modified, is fresh for this fraction of the time between its
+	// Last-Modified and its Date, at most 24 hours. 0.1 is the usual
+	// choice. It must be within [0, 1]. Default: 0, no heuristic.
+	HeuristicFraction float64
+	// StaleOnError serves a stale copy, for up to this long past its
+	// freshness, in place of a handler run that failed (a 500, 502, 503 or
+	// 504, a panic, a timeout), even when the response did not allow it
+	// with stale-if-error: what nginx calls proxy_cache_use_stale and
+	// Varnish grace. It never applies to a response that forbids stale
+	// use (no-cache, must-revalidate, proxy-revalidate or s-maxage, RFC
+	// 9111 4.2.4), and it keeps entries in Redis for that much longer.
+	// Default: 0, off.
+	StaleOnError time.Duration
+	// TargetedFields is the cache's target list of RFC 9213: the response
+	// fields, most specific first, whose cache directives govern this
+	// cache in place of Cache-Control and Expires when one of them has a
+	// valid value (for example "Example-Cache-Control",
+	// "CDN-Cache-Control"). The fields are stored and forwarded.
+	// Default: CDN-Cache-Control. An empty, non-nil slice: none.
+	TargetedFields []string
+	// HonorRequestCacheControl makes the cache follow a client's
+	// Cache-Control no-cache, max-age and min-fresh request directives
+	// (RFC 9111 5.2.1): when the client will not take the stored response,
+	// the request goes to the handler, with the stored response's
+	// validators, and its answer (the stored body freshened by a 304, or
+	// the new response) is served; the requests that ask at the same time
+	// in one process share one run. The stored entry is left as it is.
+	// Default: false: like nginx and Varnish, the cache answers from a
+	// fresh stored response whatever the client asks, since a browser's
+	// reload (max-age=0) would otherwise reach the origin every time.
+	HonorRequestCacheControl bool
+	// MaxBodySize is the largest body stored, in bytes. A response that
+	// grows past it is streamed to its own client untouched, with memory
+	// bounded, and not stored. Default: 1 MiB.
+	MaxBodySize int
+	// HitForMissTTL is how long a URL whose last response was not cacheable
+	// is remembered as such: meanwhile its requests go to the handler at
+	// once and concurrently, instead of each waiting for another's miss.
+	// Default: 10 seconds.
+	HitForMissTTL time.Duration
+	// CacheableStatuses are the status codes that may be stored. Default:
+	// 200, 203, 204, 300, 301, 308, 404, 405, 410, 414 and 501 (RFC 9110
+	// 15.1, less 206).
+	CacheableStatuses []int
+	// CacheSetCookie stores responses that carry Set-Cookie, with the
+	// Set-Cookie fields removed from the stored copy (the client whose
+	// request filled the entry still gets its cookie). Default: false,
+	// such responses are not stored.
+	CacheSetCookie bool
+	// CacheStatusName names this cache in the Cache-Status field (RFC 9211);
+	// a name that is not a token is sent as a quoted string. Default:
+	// "stampede".
+	CacheStatusName string
+
+	// LockTTL, Recheck, WaitTimeout, LoadTimeout, LocalTTL and
+	// BreakerCooldown are passed to the core cache; see stampede.Options.
+	// LoadTimeout bounds a handler run whose response is being recorded.
+	LockTTL, Recheck, WaitTimeout, LoadTimeout, LocalTTL, BreakerCooldown time.Duration
+	// LocalCapacity is the number of responses each process keeps in memory
+	// (the core's L1). Memory use is bounded by LocalCapacity × MaxBodySize.
+	// Default: 1,000. Negative: none.
+	LocalCapacity int
+
+	// ErrorHandler writes the response when there is no response to give:
+	// the handler panicked or wrote an incomplete response, or its run timed
+	// out. Default: 500 Internal Server Error, or 504 Gateway Timeout for
+	// timeouts, with the status text as body.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+	// OnError receives errors no request sees: failed background refreshes,
+	// failed invalidations, undecodable entries. Default: nil.
+	OnError func(key string, err error)
+}
+
+const (
+	defaultNamespace     = "httpcache"
+	defaultMaxBodySize   = 1 << 20
+	defaultHitForMissTTL = 10 * time.Second
+	defaultLocalCapacity = 1000
+	defaultStatusName    = "stampede"
+	invalidateTimeout    = 5 * time.Second
+)
+
+// withDefaults validates o and fills in its zero fields.
+func (o Options) withDefaults() (Options, error) {
+	bad := func(format string, a ...any) (Options, error) {
+		return o, fmt.Errorf("%w: "+format, append([]any{stampede.ErrInvalidOptions}, a...)...)
+	}
+	switch {
+	case o.MaxBodySize < 0 || o.DefaultTTL < 0 || o.HitForMissTTL < 0 || o.StaleOnError < 0:
+		return bad("negative MaxBodySize, DefaultTTL, HitForMissTTL or StaleOnError")
+	case math.IsNaN(o.HeuristicFraction) || o.HeuristicFraction < 0 || o.HeuristicFraction > 1:
+		return bad("HeuristicFraction %v is not within [0, 1]", o.HeuristicFraction)
+	}
+	for _, f := range o.TargetedFields {
+		if !isToken(f) {
+			return bad("TargetedFields: %q is not a field name", f)
+		}
+	}
+	for _, c := range []byte(o.CacheStatusName) {
+		if c < ' ' || c > '~' {
+			return bad("CacheStatusName %q has a character Cache-Status cannot carry", o.CacheStatusName)
+		}
+	}
+	if o.Namespace == "" {
+		o.Namespace = defaultNamespace
+	}
+	if o.MaxBodySize == 0 {
+		o.MaxBodySize = defaultMaxBodySize
+	}
+	if o.HitForMissTTL == 0 {
+		o.HitForMissTTL = defaultHitForMissTTL
+	}
+	if o.LocalCapacity == 0 {
+		o.LocalCapacity = defaultLocalCapacity
+	}
+	if o.CacheStatusName == "" {
+		o.CacheStatusName = defaultStatusName
+	}
+	if o.ErrorHandler == nil {
+		o.ErrorHandler = defaultErrorHandler
+	}
+	if o.CacheableStatuses == nil {
+		o.CacheableStatuses = defaultStatuses
+	}
+	if o.TargetedFields == nil {
+		o.TargetedFields = defaultTargetedFields
+	}
+	o.DefaultTTL = clampDuration(o.DefaultTTL)
+	o.StaleOnError = clampDuration(o.StaleOnError)
+	o.HitForMissTTL = clampDuration(o.HitForMissTTL)
+	return o, nil
+}
+
+// statusName is the cache's identifier in Cache-Status: an sf-token when
+// the name is one, else an sf-string (RFC 9211 2, RFC 8941 3.3.3-3.3.4).
+func statusName(name string) string {
+	token := name != "" && (name[0] == '*' || name[0] >= 'a' && name[0] <= 'z' || name[0] >= 'A' && name[0] <= 'Z')
+	for i := 0; token && i < len(name); i++ {
+		token = isTchar(name[i]) || name[i] == ':' || name[i] == '/'
+	}
+	if token {
+		return name
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(name) + `"`
+}

@@ -1,0 +1,271 @@
+package httpcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/stampede-go/stampede"
+)
+
+// call is one request's part in a lookup: the loader it hands the core, and
+// what that loader leaves for it when its own handler run is the one that
+// happened.
+type call struct {
+	m    *Middleware
+	next http.Handler
+	r    *http.Request
+	w    http.ResponseWriter // the request's writer, for 1xx responses
+	// variant is the Vary record when this call looks up a variant key, nil
+	// for a primary key.
+	variant *entry
+	primary string // the primary key, when variant is set
+	// prev is the stored response this call's run validates: the run is
+	// made conditional on it, and a 304 freshens it.
+	prev *entry
+	// rng is set for a GET with a single byte range: on a miss it is
+	// passed to the handler as it is, and nothing is stored.
+	rng bool
+	// fwd is the Cache-Status fwd of this call's own run; "" for a miss.
+	fwd string
+	// retry is set when this call looks again after sharing the lookup of
+	// a range request that found nothing stored.
+	retry bool
+
+	mu        sync.Mutex // guards done, own, stream, rangeMiss, and c.w while !done
+	done      bool       // the request has stopped waiting: a stream has no reader
+	own       *outcome   // the outcome of this call's own handler run
+	stream    *stream    // set when this call's run turned into a stream
+	rangeMiss bool       // this call's loader found nothing stored for its range
+}
+
+// finish marks the request as no longer waiting and returns the outcome of
+// its own handler run, if that run happened and ended (or became a stream).
+func (c *call) finish() *outcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done = true
+	if c.own == nil && c.stream != nil {
+		return &outcome{owner: c, stream: c.stream, reason: c.stream.reason}
+	}
+	return c.own
+}
+
+// missFwd is the Cache-Status fwd value of this call's own run: a miss of
+// its key, unless said otherwise.
+func (c *call) missFwd() string {
+	if c.fwd != "" {
+		return c.fwd
+	}
+	if c.variant != nil {
+		return fwdVaryMiss
+	}
+	return fwdURIMiss
+}
+
+// reasonRangeMiss marks the loader result of a range request that found
+// nothing stored: never stored, and served to nobody.
+const reasonRangeMiss = "range-miss"
+
+// takeRangeMiss reports whether c's request, a range request still waiting
+// for its lookup, takes this miss to the handler itself. A run the core
+// starts after the request was answered (a background refresh) fetches the
+// whole response as usual.
+func (c *call) takeRangeMiss() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.rng || c.done {
+		return false
+	}
+	c.rangeMiss = true
+	return true
+}
+
+// tookRangeMiss reports whether this call's loader took a range miss.
+func (c *call) tookRangeMiss() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rangeMiss
+}
+
+// outcome is what one handler run produced.
+type outcome struct {
+	owner *call         // the call whose request started the run
+	req   *http.Request // that request
+
+	// The response as the handler wrote it; for a 304 that freshened the
+	// stored response, that response as freshened.
+	status int
+	header http.Header
+	body   []byte
+
+	validated bool           // the handler answered 304 to the cache's validators
+	e         *entry         // the entry to store; nil when not cacheable
+	ent       stampede.Entry // how long to store it
+	reason    string         // why it is not stored
+	err       error          // panic, incomplete response, timeout
+	stream    *stream        // the response became a stream to its owner
+}
+
+// fwdStatus is the status the handler answered with.
+func (o *outcome) fwdStatus() int {
+	if o.validated {
+		return http.StatusNotModified
+	}
+	return o.status
+}
+
+// originError carries a server error response (500, 502, 503, 504) through
+// the core as a load error: it is never stored, a stale copy is served in
+// its place within stale-if-error, and the requests that waited for the run
+// get it as it is.
+type originError struct{ o *outcome }
+
+func (e *originError) Error() string {
+	return "httpcache: handler responded " + strconv.Itoa(e.o.status)
+}
+
+// loadContext is the context of a handler run started outside the core:
+// the request's values, its own timeout, cancelled by Close.
+func (m *Middleware) loadContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	timeout := m.opts.LoadTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	stop := context.AfterFunc(m.closeCtx, cancel)
+	return lctx, func() { stop(); cancel() }
+}
+
+// conditionalFields are removed from the request a handler run sees, so that
+// it produces the full response to store; validators are answered from the
+// stored copy, and only to the clients that sent them. Range goes too: the
+// whole response is what is stored.
+var conditionalFields = []string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range", "Range"}
+
+// execute runs the handler for c's request, conditionally on c.prev when
+// set. A 304 that does not select c.prev (RFC 9111 4.3.4) cannot be used:
+// the request is then made again without conditions.
+func (m *Middleware) execute(ctx context.Context, c *call) *outcome {
+	o := m.run(ctx, c, c.prev)
+	if o.status == http.StatusNotModified && c.prev != nil && !o.validated && o.err == nil {
+		o = m.run(ctx, c, nil)
+	}
+	c.mu.Lock()
+	if o.err == nil && o.status == 0 { // became a stream
+		o.stream, o.reason = c.stream, c.stream.reason
+	}
+	c.own = o
+	c.mu.Unlock()
+	return o
+}
+
+// run runs the handler once for c's request into a recorder, on a context
+// with ctx's values that ctx's end cancels, and classifies the response.
+// A HEAD runs as a GET, so that the stored entry has the GET's body.
+func (m *Middleware) run(ctx context.Context, c *call, prev *entry) *outcome {
+	hctx, _, relink, stop := detachFrom(ctx, c.r.Context())
+	r2 := c.r.Clone(hctx)
+	r2.Method = http.MethodGet
+	r2.Body = http.NoBody
+	r2.ContentLength = 0
+	for _, f := range conditionalFields {
+		delete(r2.Header, f)
+	}
+	if prev != nil && !addValidators(r2.Header, prev, time.Now()) {
+		prev = nil
+	}
+	rec := newRecorder(c, m.opts.MaxBodySize, relink)
+	hdone := make(chan error, 1)
+	go func() {
+		normal := false
+		defer func() {
+			var failure error
+			if !normal {
+				if v := recover(); v != nil {
+					failure = &stampede.PanicError{Value: v, Stack: debug.Stack()}
+				} else {
+					failure = errors.New("httpcache: handler called runtime.Goexit")
+				}
+			} else if err := context.Cause(hctx); err != nil {
+				failure = fmt.Errorf("%w: handler returned after its context ended: %w", errIncomplete, err)
+			}
+			rec.finish(failure)
+			stop()
+			hdone <- failure
+		}()
+		c.next.ServeHTTP(rec, r2)
+		normal = true
+	}()
+
+	o := &outcome{owner: c, req: c.r}
+	select {
+	case failure := <-hdone:
+		select {
+		case <-rec.streaming:
+			return o
+		default:
+		}
+		if failure != nil {
+			o.err = failure
+			return o
+		}
+		o.status, o.header, o.body, o.err = rec.result()
+		now := time.Now()
+		switch {
+		case o.err != nil:
+		case errors.Is(rec.werr, errNoReader):
+			// It outgrew MaxBodySize with nobody left to stream it to
+			// (a background refresh, a leader whose client left): what
+			// was recorded is cut off, and never stored.
+			o.reason = "too-big"
+		case o.status == http.StatusNotModified && prev != nil:
+			h, ok := freshen(prev, o.header, now)
+			if !ok {
+				return o // execute asks again, unconditionally
+			}
+			o.status, o.header, o.body, o.validated = prev.status, h, prev.body, true
+			o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
+		case !isServerError(o.status):
+			o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
+		}
+	case <-rec.streaming:
+	case <-ctx.Done():
+		o.err = context.Cause(ctx)
+	}
+	return o
+}
+
+// detachFrom returns a context for a handler run: ctx's values, cancelled
+// when ctx ends, and a relink function that cuts it loose from ctx and ties
+// it to until instead.
+func detachFrom(ctx, until context.Context) (hctx context.Context, cancel context.CancelCauseFunc, relink func() error, stop func()) {
+	hctx, cancel = context.WithCancelCause(context.WithoutCancel(ctx))
+	unlink := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
+	var mu sync.Mutex
+	var stopUntil func() bool
+	relink = func() error {
+		if !unlink() {
+			return context.Cause(ctx)
+		}
+		mu.Lock()
+		stopUntil = context.AfterFunc(until, func() { cancel(context.Cause(until)) })
+		mu.Unlock()
+		return nil
+	}
+	stop = func() {
+		unlink()
+		mu.Lock()
+		if stopUntil != nil {
+			stopUntil()
+		}
+		mu.Unlock()
+		cancel(nil)
+	}
+	return hctx, cancel, relink, stop
+}
