@@ -79,3 +79,8 @@ func unavailable(err error) bool {
 	// errors) is taken as Redis being unavailable.
 	return true
 }
+
+// redisUsable says whether this call should talk to Redis.
+func (c *Cache[V]) redisUsable() bool {
+	return c.rdb != nil && c.breaker.allow(c.now)
+}

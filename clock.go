@@ -67,3 +67,6 @@ func (k *coarseClock) release() {
 		<-k.done
 	}
 }
+
+// now is the time on the coarse monotonic clock.
+func (c *Cache[V]) now() time.Duration { return clock.Now() }

@@ -2,220 +2,19 @@ package stampede
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	_ "embed"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// This file holds the Redis lease shared by the cache's rebuild lock and the
-// public Locker: one token format, one compare-and-extend, one
-// compare-and-delete (invariants 3 and 4).
-
-//go:embed extend.lua
-var extendSrc string
-
-//go:embed release.lua
-var releaseSrc string
-
-var (
-	extendScript  = redis.NewScript(extendSrc)
-	releaseScript = redis.NewScript(releaseSrc)
-)
-
-// tokenLen is the length of the random part of a lease value: 128 bits in hex.
-const tokenLen = 32
-
-var (
-	hostOnce sync.Once
-	hostName string
-	pidStr   = strconv.Itoa(os.Getpid())
-)
-
-func host() string {
-	hostOnce.Do(func() {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			h = "unknown"
-		}
-		// The separator must not appear inside a field.
-		hostName = strings.ReplaceAll(h, "|", "_")
-	})
-	return hostName
-}
-
-// newLeaseValue returns the value stored under a lock key:
-// "<128-bit random hex token>|<host>|<pid>|<acquired at, unix ms>".
-// The whole value is what release and extend compare, so the metadata costs
-// nothing in safety and lets Holder report who holds a lock.
-func newLeaseValue() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		// crypto/rand does not fail on supported platforms; if it ever does,
-		// a lock guarded by a guessable token is worse than a crash.
-		panic("stampede: crypto/rand failed: " + err.Error())
-	}
-	var sb strings.Builder
-	sb.Grow(tokenLen + 64)
-	var hx [tokenLen]byte
-	hex.Encode(hx[:], b[:])
-	sb.Write(hx[:])
-	sb.WriteByte('|')
-	sb.WriteString(host())
-	sb.WriteByte('|')
-	sb.WriteString(pidStr)
-	sb.WriteByte('|')
-	sb.WriteString(strconv.FormatInt(time.Now().UnixMilli(), 10))
-	return sb.String()
-}
-
-// leaseMeta is the decoded form of a lease value.
-type leaseMeta struct {
-	Token      string
-	Host       string
-	PID        int
-	AcquiredAt time.Time
-}
-
-// parseLeaseValue decodes a value written by newLeaseValue. ok is false for
-// values in any other format.
-func parseLeaseValue(v string) (m leaseMeta, ok bool) {
-	parts := strings.Split(v, "|")
-	if len(parts) != 4 || len(parts[0]) != tokenLen {
-		return m, false
-	}
-	pid, err1 := strconv.Atoi(parts[2])
-	ms, err2 := strconv.ParseInt(parts[3], 10, 64)
-	if err1 != nil || err2 != nil {
-		return m, false
-	}
-	return leaseMeta{Token: parts[0], Host: parts[1], PID: pid, AcquiredAt: time.UnixMilli(ms)}, true
-}
-
-// extendLease sets the lock's expiry to ttl if it still holds value
-// (compare-and-extend). held is false when the lease was lost.
-func extendLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.Duration) (held bool, err error) {
-	n, err := extendScript.Run(ctx, rdb, []string{key}, value, ttl.Milliseconds()).Int64()
-	if err != nil {
-		return false, err
-	}
-	return n == 1, nil
-}
-
-// releaseLease deletes the lock if it still holds value (compare-and-delete).
-// held is false when the lease had already been lost. A marker beside the
-// lock remembers the release for what was left of the lease, so a request
-// re-sent after its reply was lost is told it released (invariant 12).
-func releaseLease(ctx context.Context, rdb redis.Scripter, key, value string) (held bool, err error) {
-	n, err := releaseScript.Run(ctx, rdb, []string{key, key + ":released"}, value).Int64()
-	if err != nil {
-		return false, err
-	}
-	return n == 1, nil
-}
-
-// keepLease renews the lease on key every ttl/3 until ctx ends (invariant
-// 3); the cache's rebuild leases and the Locker's Do and RunOnce all keep
-// theirs with it. lastOK is when the request that took the lease was sent;
-// renewed, if not nil, is called after each renewal.
-//
-// It returns nil when ctx ended, and an error wrapping ErrLockNotHeld when
-// the lease was found gone, or could not be confirmed while a third of it
-// was left: whatever a renewal does, even hang on a Redis that stopped
-// answering, the holder learns in time that it may no longer hold it.
-func keepLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.Duration,
-	lastOK time.Time, ctxDeadlines bool, renewed func()) error {
-	interval := max(ttl/3, time.Millisecond)
-	t := time.NewTimer(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		giveUp := time.Until(lastOK.Add(ttl - interval))
-		if giveUp <= 0 {
-			return fmt.Errorf("%w: lease %q could not be renewed in time", ErrLockNotHeld, key)
-		}
-		sent := time.Now()
-		var held bool
-		err := bounded(ctx, giveUp, ctxDeadlines, func(ctx context.Context) error {
-			h, err := extendLease(ctx, rdb, key, value, ttl)
-			held = h
-			return err
-		})
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case errors.Is(err, errRedisTimeout):
-			return fmt.Errorf("%w: lease %q could not be renewed in time (Redis did not answer)", ErrLockNotHeld, key)
-		case err == nil && held:
-			lastOK = sent
-			if renewed != nil {
-				renewed()
-			}
-			t.Reset(interval)
-		case err == nil:
-			return fmt.Errorf("%w: lease %q was lost", ErrLockNotHeld, key)
-		case time.Since(lastOK) >= ttl-interval:
-			return fmt.Errorf("%w: lease %q could not be renewed: %w", ErrLockNotHeld, key, err)
-		default:
-			// A transient error: try again sooner than usual, while the
-			// lease still has at least a third of ttl left.
-			t.Reset(max(interval/4, time.Millisecond))
-		}
-	}
-}
-
 // The public Locker: a lease on any key, fenced, renewed by Do, used for
-// cron guards by RunOnce. It is built on the primitives above.
-
-//go:embed lock_obtain.lua
-var lockObtainSrc string
-
-//go:embed lock_ttl.lua
-var lockTTLSrc string
-
-//go:embed lock_holder.lua
-var lockHolderSrc string
-
-//go:embed lock_runonce.lua
-var lockRunOnceSrc string
-
-//go:embed lock_done.lua
-var lockDoneSrc string
-
-var (
-	lockObtainScript  = redis.NewScript(lockObtainSrc)
-	lockTTLScript     = redis.NewScript(lockTTLSrc)
-	lockHolderScript  = redis.NewScript(lockHolderSrc)
-	lockRunOnceScript = redis.NewScript(lockRunOnceSrc)
-	lockDoneScript    = redis.NewScript(lockDoneSrc)
-)
-
-var (
-	// ErrNotObtained is returned by Obtain, Do and ObtainMany when the lock
-	// is held by someone else and the retry strategy gave up.
-	ErrNotObtained = errors.New("stampede: lock not obtained")
-
-	// ErrLockNotHeld is returned when a lease is no longer held by the
-	// caller: Refresh, Release and TTL after the lock expired, was released
-	// or was taken over; Do and RunOnce when the lease was lost while fn
-	// ran; Holder when nobody holds the lock.
-	ErrLockNotHeld = errors.New("stampede: lock not held")
-)
+// cron guards by RunOnce (lockonce.go), taken on several keys at once by
+// ObtainMany (lockmany.go). It is built on the lease in lease.go.
 
 // MaxLockKeyLen is the longest key, in bytes, that a Locker accepts.
 const MaxLockKeyLen = 1024
@@ -307,20 +106,6 @@ func NewLocker(rdb redis.UniversalClient, opts LockerOptions) (*Locker, error) {
 func (l *Locker) lockKeys(key string) (lease, fence, done string) {
 	lease = l.ns + ":{" + key + "}"
 	return lease, lease + ":fence", lease + ":done"
-}
-
-func checkLockKey(key string) error {
-	switch {
-	case key == "":
-		return errors.New("stampede: empty lock key")
-	case len(key) > MaxLockKeyLen:
-		return fmt.Errorf("stampede: lock key is %d bytes, longer than %d", len(key), MaxLockKeyLen)
-	case key[0] == '}':
-		// "ns:{}..." has an empty hash tag, so Cluster would hash the whole
-		// key and put the lease and its fence counter in different slots.
-		return fmt.Errorf("stampede: lock key %q starts with '}'", key)
-	}
-	return nil
 }
 
 func checkLockTTL(ttl time.Duration) error {
@@ -423,10 +208,6 @@ func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retr
 		}
 	}
 }
-
-// errAbandoned: the caller gave up before its lease was granted; the lease
-// was released again.
-var errAbandoned = errors.New("stampede: lock request abandoned")
 
 // acquire runs an acquiring script (fn reports whether it took the lease)
 // for as long as ctx lets it, whatever the client's own timeouts. A lease
@@ -640,140 +421,6 @@ func LockFromContext(ctx context.Context) (*Lock, bool) {
 // renew keeps k until ctx ends; see keepLease.
 func (k *Lock) renew(ctx context.Context, ttl time.Duration) error {
 	return keepLease(ctx, k.l.rdb, k.rkey, k.value, ttl, k.start, k.l.ctxDeadlines, nil)
-}
-
-// ObtainMany takes the locks on all keys for ttl, or none. The keys are
-// obtained one at a time in sorted order, each with the Locker's retry
-// strategy, so two callers with overlapping key sets never wait on each
-// other in a cycle; keys may live in different Cluster slots. If one key
-// cannot be obtained, the locks already taken are released and the error
-// (wrapping ErrNotObtained when the key was held) is returned.
-//
-// The returned locks are in the order of keys. When waiting for later keys
-// took a third of ttl or more, every lease is extended to ttl before
-// ObtainMany returns; if one ran out meanwhile, all are released and the
-// error wraps ErrNotObtained. keys must be non-empty and free of
-// duplicates.
-func (l *Locker) ObtainMany(ctx context.Context, keys []string, ttl time.Duration) ([]*Lock, error) {
-	if len(keys) == 0 {
-		return nil, errors.New("stampede: ObtainMany: no keys")
-	}
-	if err := checkLockTTL(ttl); err != nil {
-		return nil, err
-	}
-	order := make([]int, len(keys))
-	for i, key := range keys {
-		if err := checkLockKey(key); err != nil {
-			return nil, err
-		}
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
-	for i := 1; i < len(order); i++ {
-		if keys[order[i]] == keys[order[i-1]] {
-			return nil, fmt.Errorf("stampede: ObtainMany: duplicate key %q", keys[order[i]])
-		}
-	}
-
-	locks := make([]*Lock, len(keys))
-	for n, i := range order {
-		k, err := l.obtain(ctx, keys[i], ttl, l.retry)
-		if err != nil {
-			for _, j := range order[:n] {
-				// A failed release only leaves the lease to expire.
-				_ = locks[j].releaseDetached(ctx, ttl)
-			}
-			return nil, err
-		}
-		locks[i] = k
-	}
-	// The first leases ran while later keys were waited for: extend them
-	// all to ttl, and if one ran out meanwhile, the set was never held.
-	if time.Since(locks[order[0]].start) >= ttl/3 {
-		for _, k := range locks {
-			if err := k.Refresh(ctx, ttl); err != nil {
-				for _, k := range locks {
-					_ = k.releaseDetached(ctx, ttl)
-				}
-				if errors.Is(err, ErrLockNotHeld) {
-					return nil, fmt.Errorf("%w: ObtainMany: a lease ran out while later keys were awaited: %w", ErrNotObtained, err)
-				}
-				return nil, err
-			}
-		}
-	}
-	return locks, nil
-}
-
-// RunOnce is a cron guard: fleet-wide, fn runs at most once per interval
-// window, however many processes trigger it. Windows are the multiples of
-// interval since the Unix epoch on the Redis server's clock, so triggers
-// from hosts whose clocks disagree still agree on the window; trigger a
-// little after the window starts (a cron schedule does).
-//
-// A trigger skips (ran is false, err nil) when the current window is already
-// done or another run of name is in progress. Otherwise fn runs under the
-// lock on name, renewed as in Do with a lease of LockerOptions.RunOnceTTL.
-// The window is marked done only after fn returns nil; a run that fails,
-// panics or whose process dies leaves it open, so the next trigger in the
-// window runs fn again. ran is true whenever fn was called; err is then fn's
-// error, joined as in Do with ErrLockNotHeld or a release error, or the
-// error from marking the window done.
-//
-// name is a lock key: RunOnce excludes Obtain and Do on the same name.
-func (l *Locker) RunOnce(ctx context.Context, name string, interval time.Duration, fn func(ctx context.Context) error) (ran bool, err error) {
-	if fn == nil {
-		return false, errors.New("stampede: RunOnce: nil fn")
-	}
-	if err := checkLockKey(name); err != nil {
-		return false, err
-	}
-	if interval < time.Millisecond {
-		return false, fmt.Errorf("stampede: RunOnce: interval %v is below 1ms", interval)
-	}
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	ttl := l.runOnceTTL
-	if ttl == 0 {
-		ttl = min(interval, 30*time.Second)
-	}
-	lease, fence, done := l.lockKeys(name)
-	value := newLeaseValue()
-	start := time.Now()
-	var res []int64
-	err = l.acquire(ctx, lease, value, ttl, func(ctx context.Context) (bool, error) {
-		var err error
-		res, err = lockRunOnceScript.Run(ctx, l.rdb, []string{lease, fence, done},
-			value, ttl.Milliseconds(), interval.Milliseconds(), l.retention).Int64Slice()
-		return err == nil && len(res) == 2 && res[0] > 0, err
-	})
-	if err != nil {
-		return false, err
-	}
-	if len(res) != 2 {
-		return false, fmt.Errorf("stampede: RunOnce: unexpected script reply %v", res)
-	}
-	f, window := res[0], res[1]
-	if f <= 0 {
-		return false, nil // done in this window (0) or running elsewhere (-1)
-	}
-	k := &Lock{l: l, key: name, rkey: lease, value: value, fence: f, start: start}
-	markDone := func(ctx context.Context) error {
-		// Kept for two windows: only equality with the current window
-		// counts, so an old marker is harmless until it expires. Marked
-		// only under the lease: a run that lost it leaves the window open.
-		n, err := lockDoneScript.Run(ctx, l.rdb, []string{lease, done},
-			value, strconv.FormatInt(window, 10), (2 * interval).Milliseconds()).Int64()
-		switch {
-		case err != nil:
-			return fmt.Errorf("stampede: RunOnce: %q ran but could not be marked done: %w", name, err)
-		case n == 0:
-			return fmt.Errorf("%w: RunOnce: %q ran but its lease was lost; the window stays open", ErrLockNotHeld, name)
-		}
-		return nil
-	}
-	return true, k.hold(ctx, ttl, fn, markDone)
 }
 
 // LockHolder describes who holds a lock, for health endpoints and logs.

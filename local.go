@@ -2,7 +2,6 @@ package stampede
 
 import (
 	"hash/maphash"
-	"math"
 	"sync/atomic"
 	"time"
 )
@@ -20,22 +19,6 @@ type localEntry[V any] struct {
 	earlyFrom  time.Duration // before this, an early refresh is too unlikely to try
 	delta      time.Duration // how long the load that produced it took
 	id         uint64        // its write id; 0 when it never was in Redis
-}
-
-// xfetchReach bounds how far before expiry XFetch is tried, in units of
-// delta*beta: exp(-20) is about 2e-9 per hit.
-const xfetchReach = 20
-
-// noEarly is earlyFrom for entries XFetch never refreshes.
-const noEarly = time.Duration(math.MaxInt64)
-
-// earlyFrom returns when XFetch may start trying to refresh a value fresh
-// until valueFresh whose load took delta.
-func (c *Cache[V]) earlyFrom(valueFresh, delta time.Duration) time.Duration {
-	if c.opts.Beta <= 0 || delta <= 0 {
-		return noEarly
-	}
-	return valueFresh - time.Duration(float64(delta)*c.opts.Beta*xfetchReach)
 }
 
 // result turns an L1 entry into a Result.

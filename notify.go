@@ -13,21 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-//go:embed lock.lua
-var lockSrc string
-
-//go:embed fill.lua
-var fillSrc string
-
-//go:embed write.lua
-var writeSrc string
-
-var (
-	lockScript  = redis.NewScript(lockSrc)
-	fillScript  = redis.NewScript(fillSrc)
-	writeScript = redis.NewScript(writeSrc)
-)
-
 // Messages on the namespace's channel:
 //
 //	byte 0       kind

@@ -96,3 +96,30 @@ func honorsContext(rdb redis.UniversalClient) bool {
 	}
 	return false
 }
+
+// call runs one Redis call for key under the library's deadline: limit, or
+// RedisTimeout when limit is 0 (invariant 10). Its error is classified:
+// the caller's own cancellation is returned as it is; Redis being
+// unavailable opens the circuit and wraps ErrRedisUnavailable; any other
+// reply error is about this key alone (invariant 13).
+func (c *Cache[V]) call(ctx context.Context, key string, limit time.Duration, fn func(context.Context) error) error {
+	if limit <= 0 {
+		limit = c.opts.RedisTimeout
+	}
+	err := bounded(ctx, limit, c.ctxDeadlines, fn)
+	switch {
+	case err == nil || errors.Is(err, redis.Nil):
+		c.breaker.success()
+		return err
+	case ctx.Err() != nil:
+		return err
+	case unavailable(err):
+		c.stats.redisErrors.Add(1)
+		c.breaker.trip(c.now())
+		return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
+	default:
+		// Redis answered: it is up, the key is bad.
+		c.breaker.success()
+		return &keyError{key: key, err: err}
+	}
+}

@@ -1,0 +1,79 @@
+package stampede
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors returned by the cache. Check them with errors.Is.
+var (
+	// ErrNotFound is returned by a loader to say the key has no value. It is
+	// cached as a short tombstone (Options.NotFoundTTL) and returned to callers.
+	ErrNotFound = errors.New("stampede: not found")
+	// ErrWaitTimeout: another node's rebuild did not land within
+	// Options.WaitTimeout and the policy is WaitReturnError.
+	ErrWaitTimeout = errors.New("stampede: timed out waiting for another node's rebuild")
+	// ErrInvalidKey: the key is empty, longer than Options.MaxKeyLen, or
+	// starts with '}' (which would split its Redis keys across hash slots).
+	ErrInvalidKey = errors.New("stampede: invalid key")
+	// ErrNilLoader: Get or Fetch was called with a nil loader.
+	ErrNilLoader = errors.New("stampede: nil loader")
+	// ErrInvalidOptions: New was given options that make no sense.
+	ErrInvalidOptions = errors.New("stampede: invalid options")
+	// ErrRedisUnavailable wraps Redis errors when FailClosed is set, and Set
+	// and Delete errors always.
+	ErrRedisUnavailable = errors.New("stampede: redis unavailable")
+	// ErrClosed: the cache was closed.
+	ErrClosed = errors.New("stampede: cache closed")
+)
+
+// errCircuitOpen is returned, with FailClosed, while the circuit is open.
+var errCircuitOpen = fmt.Errorf("%w: circuit open after recent errors", ErrRedisUnavailable)
+
+// keyError is a reply error about one key: a wrong type, a script error on
+// its data. It is counted and reported like a corrupt entry.
+type keyError struct {
+	key string
+	err error
+}
+
+func (e *keyError) Error() string { return fmt.Sprintf("stampede: key %q: %v", e.key, e.err) }
+
+func (e *keyError) Unwrap() error { return e.err }
+
+// corrupt counts and reports an entry that could not be used; the caller
+// treats it as a miss and the next fill overwrites it.
+func (c *Cache[V]) corrupt(key string, err error) {
+	c.stats.corrupt.Add(1)
+	c.report(key, fmt.Errorf("stampede: unusable entry: %w", err))
+}
+
+// reportKeyError counts a reply error about key like a corrupt entry.
+func (c *Cache[V]) reportKeyError(key string, err error) {
+	var ke *keyError
+	if errors.As(err, &ke) {
+		c.corrupt(key, err)
+	}
+}
+
+func (c *Cache[V]) report(key string, err error) {
+	if c.opts.OnError != nil {
+		c.opts.OnError(key, err)
+	}
+}
+
+var (
+	// ErrNotObtained is returned by Obtain, Do and ObtainMany when the lock
+	// is held by someone else and the retry strategy gave up.
+	ErrNotObtained = errors.New("stampede: lock not obtained")
+
+	// ErrLockNotHeld is returned when a lease is no longer held by the
+	// caller: Refresh, Release and TTL after the lock expired, was released
+	// or was taken over; Do and RunOnce when the lease was lost while fn
+	// ran; Holder when nobody holds the lock.
+	ErrLockNotHeld = errors.New("stampede: lock not held")
+)
+
+// errAbandoned: the caller gave up before its lease was granted; the lease
+// was released again.
+var errAbandoned = errors.New("stampede: lock request abandoned")

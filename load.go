@@ -1,0 +1,252 @@
+package stampede
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// maxRefreshErrs bounds the failed refreshes remembered for Result.LoadErr.
+const maxRefreshErrs = 1024
+
+// loader holds one of the two loader shapes without allocating a closure on
+// the hit path.
+type loader[V any] struct {
+	plain func(context.Context, string) (V, error)
+	full  func(context.Context, string) (V, Entry, error)
+}
+
+func (l loader[V]) call(ctx context.Context, key string) (V, Entry, error) {
+	if l.full != nil {
+		return l.full(ctx, key)
+	}
+	v, err := l.plain(ctx, key)
+	return v, Entry{}, err
+}
+
+// loadOut is a loader's value and storage instructions.
+type loadOut[V any] struct {
+	v   V
+	ent Entry
+}
+
+// callLoader runs the loader safely with its own timeout.
+func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V]) (V, Entry, time.Duration, error) {
+	c.stats.loads.Add(1)
+	cctx, cancelClosed := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(c.closeCtx, func() { cancelClosed(ErrClosed) })
+	defer stop()
+	defer cancelClosed(nil)
+	lctx, cancel := context.WithTimeout(cctx, c.opts.LoadTimeout)
+	defer cancel()
+	start := time.Now()
+	out, err := callSafely(lctx, func(ctx context.Context) (loadOut[V], error) {
+		v, ent, err := ld.call(ctx, key)
+		return loadOut[V]{v, ent}, err
+	})
+	var pe *PanicError
+	if errors.As(err, &pe) || errors.Is(err, errGoexit) {
+		c.stats.loaderPanics.Add(1)
+	}
+	return out.v, out.ent, time.Since(start), err
+}
+
+// loadAndFill runs the loader while holding the lease, renewing it, then
+// writes back through the fenced script (invariants 2 and 3). leased is
+// when the request that took the lease was sent.
+func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], lease string, leased time.Time) (Result[V], error) {
+	c.stats.lockWon.Add(1)
+	gen := c.gens.of(key)
+	kctx, stopKeeping := context.WithCancel(c.closeCtx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		err := keepLease(kctx, c.rdb, c.lockKey(key), lease, c.opts.LockTTL, leased, c.ctxDeadlines,
+			func() { c.stats.leaseRenewals.Add(1) })
+		if err != nil {
+			// Set or Delete dropped it, it ran out, or Redis stopped
+			// answering: the write-back will be refused, which is the point.
+			c.stats.leasesLost.Add(1)
+			c.report(key, err)
+		}
+	}()
+	v, ent, delta, err := c.callLoader(ctx, key, ld)
+	stopKeeping()
+	<-kept // no renewal after the load ends (invariant 3)
+
+	tombstone := errors.Is(err, ErrNotFound) && c.opts.NotFoundTTL > 0
+	if (err != nil && !tombstone) || ent.NoStore {
+		// Never cache an error (invariant 9): drop the lease and wake the
+		// waiters, one of whom will take over.
+		_, _ = c.fill(ctx, key, lease, nil, 0)
+		if err != nil {
+			return Result[V]{}, err
+		}
+		return Result[V]{Value: v, Source: SourceLoader}, nil
+	}
+	ttl, stl := c.entryTTLs(ent)
+	if tombstone {
+		v, ttl, stl = zero[V](), c.opts.NotFoundTTL, 0
+	}
+	raw, id, eerr := c.encodeEntry(v, tombstone, ttl, stl, delta)
+	if eerr != nil {
+		_, _ = c.fill(ctx, key, lease, nil, 0)
+		return Result[V]{}, eerr
+	}
+	stored, ferr := c.fill(ctx, key, lease, raw, ttl+stl)
+	if stored || ferr != nil { // a refused write-back means newer data exists
+		c.store(key, c.newLocal(v, tombstone, ttl, stl, delta, id), gen)
+	}
+	if stored {
+		c.forgetRefreshErr(key)
+	}
+	if tombstone {
+		return Result[V]{Source: SourceLoader, Stored: stored}, err
+	}
+	return Result[V]{Value: v, Source: SourceLoader, Stored: stored}, nil
+}
+
+// encodeEntry makes the bytes stored in Redis for a value, with a new write
+// id.
+func (c *Cache[V]) encodeEntry(v V, tombstone bool, ttl, stl, delta time.Duration) ([]byte, uint64, error) {
+	var payload []byte
+	if !tombstone {
+		var err error
+		if payload, err = c.encode(v); err != nil {
+			return nil, 0, fmt.Errorf("stampede: encoding value: %w", err)
+		}
+	}
+	id := newWriteID()
+	h := header{id: id, tombstone: tombstone, ttl: ttl, stale: stl, delta: delta}
+	return appendEntry(make([]byte, 0, maxHeaderLen+len(payload)), h, payload), id, nil
+}
+
+// fill runs fill.lua: store raw (nil stores nothing) iff lease still holds,
+// drop the lease, publish "filled".
+func (c *Cache[V]) fill(ctx context.Context, key, lease string, raw []byte, px time.Duration) (bool, error) {
+	var n int64
+	err := c.call(ctx, key, 0, func(ctx context.Context) error {
+		var err error
+		n, err = fillScript.Run(ctx, c.rdb, c.keys(key), lease, raw, pxMillis(px), c.channel, c.message(msgFilled, key)).Int64()
+		return err
+	})
+	if err != nil {
+		c.reportKeyError(key, err)
+		return false, err
+	}
+	if n == 0 && raw != nil {
+		c.stats.writeBacksRejected.Add(1)
+	}
+	return n == 1, nil
+}
+
+// loadLocal loads without the lease: Redis is out (fail open), or a wait
+// timed out. store says whether L1 may keep the value.
+func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], store bool) (Result[V], error) {
+	gen := c.gens.of(key)
+	v, ent, delta, err := c.callLoader(ctx, key, ld)
+	if c.rdb != nil {
+		delta = 0 // no early refresh of a value Redis never saw
+	}
+	if err != nil {
+		if store && errors.Is(err, ErrNotFound) && c.opts.NotFoundTTL > 0 {
+			c.store(key, c.newLocal(zero[V](), true, c.opts.NotFoundTTL, 0, 0, 0), gen)
+		}
+		return Result[V]{}, err
+	}
+	if store && !ent.NoStore {
+		ttl, stl := c.entryTTLs(ent)
+		e := c.newLocal(v, false, ttl, stl, delta, 0)
+		if c.rdb != nil {
+			// Loaded with Redis out of reach: fresh only until the circuit
+			// may be probed again, then a stale copy that callers are served
+			// while Redis is asked again, so that no value loaded alone
+			// outlives the outage (and the circuit closes as soon as Redis
+			// answers).
+			e.freshUntil = min(e.freshUntil, e.loadedAt+c.opts.BreakerCooldown)
+		}
+		c.store(key, e, gen)
+		c.forgetRefreshErr(key)
+		return Result[V]{Value: v, Source: SourceLoader, Stored: c.rdb == nil && c.l1 != nil}, nil
+	}
+	return Result[V]{Value: v, Source: SourceLoader}, nil
+}
+
+// refreshInBackground starts one refresh of key in this process, unless one
+// is running. seen is the write id of the entry to replace ("": none).
+func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], seen string) {
+	c.mu.Lock()
+	if _, busy := c.refreshing[key]; c.closed.Load() || busy {
+		c.mu.Unlock()
+		return
+	}
+	c.refreshing[key] = struct{}{}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	rctx := context.WithoutCancel(ctx)
+	go func() {
+		defer c.wg.Done()
+		_, err := recovered(rctx, func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, c.refresh(ctx, key, ld, seen)
+		})
+		c.mu.Lock()
+		delete(c.refreshing, key)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			if _, known := c.refreshErr[key]; !known && len(c.refreshErr) >= maxRefreshErrs {
+				for k := range c.refreshErr { // any one: the map stays bounded
+					delete(c.refreshErr, k)
+					break
+				}
+			}
+			c.refreshErr[key] = err
+		}
+		c.mu.Unlock()
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			c.report(key, fmt.Errorf("stampede: background refresh: %w", err))
+		}
+	}()
+}
+
+// forgetRefreshErr drops key's last refresh error: a value was stored since.
+func (c *Cache[V]) forgetRefreshErr(key string) {
+	c.mu.Lock()
+	delete(c.refreshErr, key)
+	c.mu.Unlock()
+}
+
+// refresh rebuilds a value that is stale or near expiry, once across the
+// fleet: it takes the lease only if nobody rewrote the value since it was
+// read (lock.lua compares write ids).
+func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], seen string) error {
+	if !c.redisUsable() {
+		_, err := c.withoutRedis(ctx, key, ld)
+		return err
+	}
+	lease := newLeaseValue()
+	sent := time.Now()
+	_, _, status, err := c.readOrLock(ctx, key, lease, seen, 0)
+	if err != nil || status != lockWon {
+		return err
+	}
+	if seen != "" {
+		c.stats.earlyRefreshes.Add(1)
+	}
+	_, err = c.loadAndFill(ctx, key, ld, lease, sent)
+	return err
+}
+
+func (c *Cache[V]) entryTTLs(ent Entry) (ttl, stl time.Duration) {
+	ttl, stl = c.opts.TTL, c.opts.Stale
+	if ent.TTL > 0 {
+		ttl = ent.TTL
+	}
+	if ent.Stale > 0 {
+		stl = ent.Stale
+	} else if ent.Stale < 0 {
+		stl = 0
+	}
+	return ttl, stl
+}
+
+func zero[V any]() (v V) { return v }

@@ -1,0 +1,178 @@
+package stampede
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// WaitPolicy says what a caller does when another node's rebuild has not
+// landed within Options.WaitTimeout and there is no stale copy to serve.
+type WaitPolicy uint8
+
+const (
+	// WaitLoadLocally calls the loader itself and returns its value without
+	// storing it anywhere. This is the default: callers always get an answer.
+	WaitLoadLocally WaitPolicy = iota
+	// WaitReturnError returns an error wrapping ErrWaitTimeout.
+	WaitReturnError
+)
+
+// Codec turns values into bytes and back. encoding/json's Marshal and
+// Unmarshal have this shape.
+type Codec interface {
+	Marshal(v any) ([]byte, error)
+	Unmarshal(data []byte, v any) error
+}
+
+// Options configures a Cache. The zero value of every field means its
+// documented default.
+type Options struct {
+	// Namespace prefixes every Redis key and the pub/sub channel. It may not
+	// contain '{' or '}'. Default: "stampede".
+	Namespace string
+	// TTL is how long a value is fresh. Default: 1 minute.
+	TTL time.Duration
+	// Stale is how long after TTL a value may still be served, at once,
+	// while one node rebuilds it in the background. Default: 0 (no stale
+	// serving: a value past TTL is a miss).
+	Stale time.Duration
+	// LockTTL is the rebuild lease. A node that dies mid-load blocks the
+	// others for at most this long; a live one renews it every LockTTL/3
+	// while its loader runs. Default: 5 seconds.
+	LockTTL time.Duration
+	// Recheck is how often a waiter re-reads Redis in case it missed the
+	// "filled" notification. Default: 50 ms.
+	Recheck time.Duration
+	// WaitTimeout bounds how long a caller waits for another node's rebuild
+	// before OnWaitTimeout applies. Default: 2 × LockTTL, so that a crashed
+	// holder's lease runs out and a waiter takes over before anyone gives up.
+	WaitTimeout time.Duration
+	// OnWaitTimeout is what happens when WaitTimeout passes and there is no
+	// stale copy. Default: WaitLoadLocally.
+	OnWaitTimeout WaitPolicy
+	// LoadTimeout bounds a loader's context. Loads run detached from the
+	// callers' contexts, so that one caller giving up does not fail the
+	// others; this is their own deadline. Default: 30 seconds.
+	LoadTimeout time.Duration
+	// NotFoundTTL is how long a loader's ErrNotFound is cached as a
+	// tombstone. Default: 5 seconds. Negative: not-found is never cached.
+	NotFoundTTL time.Duration
+	// LocalCapacity is the number of entries the in-process cache (L1)
+	// holds. Default: 10,000. Negative: no L1.
+	LocalCapacity int
+	// LocalTTL caps how long a value stays fresh in L1 before this node
+	// reads Redis again. Set, Delete and rebuilds evict L1 copies on every
+	// node through pub/sub within about one delivery; LocalTTL is the bound
+	// when messages are lost in a way this node cannot notice. Default: 5
+	// seconds with Redis; none without (rdb nil). Negative: no cap beyond
+	// the value's own freshness.
+	LocalTTL time.Duration
+	// Beta scales XFetch early refresh: the larger, the earlier a hot key is
+	// refreshed before it expires. Default: 1. Negative: no early refresh.
+	Beta float64
+	// FailClosed makes Get return an error wrapping ErrRedisUnavailable when
+	// Redis fails, instead of falling back to L1, in-process single-flight
+	// and the loader. Default: false (fail open).
+	FailClosed bool
+	// BreakerCooldown is how long, after a Redis error, Gets skip Redis
+	// altogether before one of them probes it again, so a dead Redis does not
+	// cost a timeout per request. Default: 1 second.
+	BreakerCooldown time.Duration
+	// RedisTimeout bounds every Redis call made on a caller's behalf (and
+	// the library's background calls), whatever the client's own timeouts:
+	// a call that takes longer counts as Redis failing, opens the circuit,
+	// and the caller goes on without it. A waiter's calls are bounded by
+	// what is left of WaitTimeout as well. Default: 1 second.
+	RedisTimeout time.Duration
+	// MaxKeyLen is the longest key accepted, in bytes. Default: 1024.
+	MaxKeyLen int
+	// Codec encodes values for Redis. Default: string and []byte values are
+	// stored as they are, anything else as JSON.
+	Codec Codec
+	// OnError, if set, receives errors nobody else sees: failed background
+	// refreshes (the callers were already served a stale or fresh copy),
+	// lease renewal errors, undecodable entries. Default: nil (counted in
+	// Stats, not reported).
+	OnError func(key string, err error)
+}
+
+const (
+	defaultNamespace   = "stampede"
+	defaultTTL         = time.Minute
+	defaultLockTTL     = 5 * time.Second
+	defaultRecheck     = 50 * time.Millisecond
+	defaultLoadTimeout = 30 * time.Second
+	defaultNotFoundTTL = 5 * time.Second
+	defaultCapacity    = 10_000
+	defaultCooldown    = time.Second
+	defaultMaxKeyLen   = 1024
+	defaultLocalTTL    = 5 * time.Second
+	defaultRedisTO     = time.Second
+)
+
+// withDefaults validates o and fills in its zero fields.
+func (o Options) withDefaults() (Options, error) {
+	bad := func(format string, a ...any) (Options, error) {
+		return o, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, a...)...)
+	}
+	if strings.ContainsAny(o.Namespace, "{}") {
+		return bad("namespace %q contains a brace", o.Namespace)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"TTL", o.TTL}, {"Stale", o.Stale}, {"LockTTL", o.LockTTL}, {"Recheck", o.Recheck},
+		{"WaitTimeout", o.WaitTimeout}, {"LoadTimeout", o.LoadTimeout},
+		{"BreakerCooldown", o.BreakerCooldown}, {"RedisTimeout", o.RedisTimeout}} {
+		if d.v < 0 {
+			return bad("%s is negative (%v)", d.name, d.v)
+		}
+	}
+	if o.MaxKeyLen < 0 {
+		return bad("MaxKeyLen is negative")
+	}
+	if o.OnWaitTimeout > WaitReturnError {
+		return bad("unknown OnWaitTimeout %d", o.OnWaitTimeout)
+	}
+	if o.Namespace == "" {
+		o.Namespace = defaultNamespace
+	}
+	if o.TTL == 0 {
+		o.TTL = defaultTTL
+	}
+	if o.LockTTL == 0 {
+		o.LockTTL = defaultLockTTL
+	}
+	if o.LockTTL < 3*time.Millisecond {
+		return bad("LockTTL %v is too short to renew", o.LockTTL)
+	}
+	if o.Recheck == 0 {
+		o.Recheck = defaultRecheck
+	}
+	if o.WaitTimeout == 0 {
+		o.WaitTimeout = 2 * o.LockTTL
+	}
+	if o.LoadTimeout == 0 {
+		o.LoadTimeout = defaultLoadTimeout
+	}
+	if o.NotFoundTTL == 0 {
+		o.NotFoundTTL = defaultNotFoundTTL
+	}
+	if o.LocalCapacity == 0 {
+		o.LocalCapacity = defaultCapacity
+	}
+	if o.Beta == 0 {
+		o.Beta = 1
+	}
+	if o.BreakerCooldown == 0 {
+		o.BreakerCooldown = defaultCooldown
+	}
+	if o.MaxKeyLen == 0 {
+		o.MaxKeyLen = defaultMaxKeyLen
+	}
+	if o.RedisTimeout == 0 {
+		o.RedisTimeout = defaultRedisTO
+	}
+	return o, nil
+}

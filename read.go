@@ -1,0 +1,316 @@
+package stampede
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// fetch is the pipeline; l1 is key's L1 entry as the caller found it, or nil.
+func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *localEntry[V]) (Result[V], error) {
+	if err := c.checkKey(key); err != nil {
+		return Result[V]{}, err
+	}
+	// 1. L1.
+	var staleCopy *localEntry[V]
+	if l1 != nil {
+		now := c.now()
+		if now < l1.freshUntil {
+			if now >= l1.earlyFrom {
+				c.refreshEarly(ctx, key, ld, l1, now)
+			}
+			c.stats.localHits.Add(1)
+			return l1.result(SourceLocal, now)
+		}
+		if now < l1.staleUntil {
+			staleCopy = l1
+		}
+	}
+	if c.isClosed() {
+		return Result[V]{}, ErrClosed
+	}
+	// A stale copy that this process is already refreshing is served as it
+	// is: no Redis read, nobody waits.
+	if staleCopy != nil && c.refreshRunning(key) {
+		c.stats.staleServed.Add(1)
+		return c.staleResult(key, staleCopy)
+	}
+	// 2-5. One caller per key per process reads Redis and, on a miss, leads
+	// the rebuild; the callers arriving meanwhile share its result, so a
+	// herd costs one round trip per node, not one per request.
+	return c.loads.do(ctx, key, func(lctx context.Context) (Result[V], error) {
+		if !c.enter() {
+			return Result[V]{}, ErrClosed
+		}
+		defer c.wg.Done()
+		return c.readOrLead(lctx, key, ld, staleCopy)
+	})
+}
+
+// readOrLead is run by the single-flight leader: step 2, then the stale
+// copy, then the rebuild.
+func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], staleCopy *localEntry[V]) (Result[V], error) {
+	// A flight that ended between this caller's L1 look and this one has
+	// filled L1: use it rather than read Redis or load again.
+	if e := c.getL1(key); e != nil {
+		if now := c.now(); now < e.freshUntil {
+			c.stats.localHits.Add(1)
+			return e.result(SourceLocal, now)
+		}
+	}
+	if !c.redisUsable() {
+		if c.rdb != nil && c.opts.FailClosed {
+			return Result[V]{}, errCircuitOpen
+		}
+	} else {
+		e, f, err := c.readRedis(ctx, key, ld)
+		switch {
+		case err != nil && c.opts.FailClosed:
+			return Result[V]{}, err
+		case err == nil && e != nil && f == stale:
+			return c.staleResult(key, e)
+		case err == nil && e != nil:
+			return e.result(SourceRedis, c.now())
+		}
+	}
+	// An L1 stale copy is served when Redis had nothing better (or is out).
+	if staleCopy != nil {
+		c.stats.staleServed.Add(1)
+		c.refreshInBackground(ctx, key, ld, "")
+		return c.staleResult(key, staleCopy)
+	}
+	c.stats.misses.Add(1)
+	return c.lead(ctx, key, ld)
+}
+
+// readRedis is step 2: one round trip for the value and its remaining TTL,
+// read together.
+// e is nil on a miss (absent, expired, or undecodable). A fresh value goes
+// to L1 and may start an XFetch early refresh; a stale one starts a
+// background refresh.
+func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*localEntry[V], freshness, error) {
+	vk := c.valueKey(key)
+	gen := c.gens.of(key)
+	var (
+		get     *redis.StringCmd
+		pttlCmd *redis.DurationCmd
+	)
+	// MULTI/EXEC, still one round trip: a write landing between GET and
+	// PTTL would pair an old value with a new entry's TTL.
+	err := c.call(ctx, key, 0, func(ctx context.Context) error {
+		pipe := c.rdb.TxPipeline()
+		get = pipe.Get(ctx, vk)
+		pttlCmd = pipe.PTTL(ctx, vk)
+		_, err := pipe.Exec(ctx)
+		return err
+	})
+	var ke *keyError
+	switch {
+	case errors.As(err, &ke):
+		// A value of the wrong type: a miss; the fill overwrites it.
+		c.corrupt(key, err)
+		return nil, expired, nil
+	case err != nil && !errors.Is(err, redis.Nil):
+		return nil, expired, err
+	}
+	raw, err := get.Bytes()
+	if err != nil { // redis.Nil: absent
+		return nil, expired, nil
+	}
+	pttl := pttlCmd.Val()
+	e, h, f, freshLeft := c.decodeRedis(key, raw, pttl, true)
+	switch f {
+	case fresh:
+		c.stats.redisHits.Add(1)
+		c.setL1(key, e, gen)
+		if !e.tombstone && shouldRefreshEarly(freshLeft, h.delta, c.opts.Beta) {
+			c.refreshInBackground(ctx, key, ld, idArg(h.id))
+		}
+	case stale:
+		// Kept in L1 too, so that while the refresh runs this process
+		// serves it without reading Redis again.
+		c.stats.staleServed.Add(1)
+		c.setL1(key, e, gen)
+		c.refreshInBackground(ctx, key, ld, idArg(h.id))
+	}
+	return e, f, nil
+}
+
+// decodeRedis decodes an entry read from Redis with its PTTL. e is nil and
+// f is expired when there is nothing usable. report counts and reports an
+// undecodable entry; the leader's second look at the same bytes does not.
+func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, report bool) (e *localEntry[V], h header, f freshness, freshLeft time.Duration) {
+	h, payload, err := decodeEntry(raw)
+	if err != nil {
+		if report {
+			c.corrupt(key, err)
+		}
+		return nil, h, expired, 0
+	}
+	f, age, freshLeft := judge(h, pttl)
+	if f == expired {
+		return nil, h, expired, 0
+	}
+	var v V
+	if !h.tombstone {
+		if v, err = c.decode(payload); err != nil {
+			if report {
+				c.corrupt(key, err)
+			}
+			return nil, h, expired, 0
+		}
+	}
+	now := c.now()
+	return &localEntry[V]{v: v, tombstone: h.tombstone, loadedAt: now - age,
+		freshUntil: now + freshLeft, staleUntil: now + pttl,
+		valueFresh: now + freshLeft, earlyFrom: c.earlyFrom(now+freshLeft, h.delta), delta: h.delta, id: h.id}, h, f, freshLeft
+}
+
+// lead is run by one caller per key per process (the single-flight leader):
+// re-check Redis and take the lease in one round trip, then load or wait.
+// Every pass is bounded by what is left of WaitTimeout, Redis calls
+// included (invariant 10).
+func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+	if !c.redisUsable() {
+		return c.withoutRedis(ctx, key, ld)
+	}
+	// Register for the "filled" notification before looking, so that a fill
+	// landing between the look and the wait still wakes us.
+	slot := c.waiters.acquire(key)
+	defer func() { c.waiters.release(key, slot) }()
+
+	lease := newLeaseValue()
+	deadline := time.Now().Add(c.opts.WaitTimeout)
+	var recheck *time.Timer
+	woken := false // the last wait ended by a notification
+	for pass := 0; ; pass++ {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return c.waitTimedOut(ctx, key, ld)
+		}
+		gen := c.gens.of(key)
+		sent := time.Now()
+		e, f, status, err := c.readOrLock(ctx, key, lease, "", min(left, c.opts.RedisTimeout))
+		if err != nil {
+			if ctx.Err() != nil {
+				return Result[V]{}, ctx.Err()
+			}
+			if c.opts.FailClosed {
+				return Result[V]{}, err
+			}
+			return c.loadLocal(ctx, key, ld, true)
+		}
+		switch status {
+		case lockGotValue:
+			if pass > 0 && woken {
+				c.stats.wokenByNotify.Add(1)
+			} else if pass > 0 {
+				c.stats.wokenByRecheck.Add(1)
+			}
+			return c.served(key, e, f, gen)
+		case lockWon:
+			// First try, or the holder died or failed without a value.
+			if recheck != nil {
+				recheck.Stop()
+			}
+			return c.loadAndFill(ctx, key, ld, lease, sent)
+		}
+		if pass == 0 {
+			c.stats.lockContended.Add(1)
+			recheck = time.NewTimer(min(c.opts.Recheck, left))
+		} else {
+			recheck.Reset(min(c.opts.Recheck, left))
+		}
+		woken = false
+		select {
+		case <-slot.ch:
+			woken = true
+			recheck.Stop()
+			// The slot fired; the next notification closes a new one.
+			c.waiters.release(key, slot)
+			slot = c.waiters.acquire(key)
+		case <-recheck.C:
+		case <-ctx.Done():
+			recheck.Stop()
+			return Result[V]{}, context.Cause(ctx)
+		case <-c.closeCtx.Done():
+			recheck.Stop()
+			return Result[V]{}, ErrClosed
+		}
+	}
+}
+
+// withoutRedis is what a caller does with Redis out of reach (invariant 8):
+// fail closed, or load in this process and keep the value in L1, where the
+// circuit closing flushes it.
+func (c *Cache[V]) withoutRedis(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+	if c.rdb != nil && c.opts.FailClosed {
+		return Result[V]{}, errCircuitOpen
+	}
+	return c.loadLocal(ctx, key, ld, true)
+}
+
+// served turns an entry that another node wrote into a Result.
+func (c *Cache[V]) served(key string, e *localEntry[V], f freshness, gen uint64) (Result[V], error) {
+	now := c.now()
+	if f == stale {
+		c.stats.staleServed.Add(1)
+		return e.result(SourceStale, now)
+	}
+	c.stats.redisHits.Add(1)
+	c.setL1(key, e, gen)
+	return e.result(SourceRedis, now)
+}
+
+// waitTimedOut applies Options.OnWaitTimeout (invariant 10).
+func (c *Cache[V]) waitTimedOut(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+	if c.opts.OnWaitTimeout == WaitReturnError {
+		return Result[V]{}, fmt.Errorf("%w after %v (key %q)", ErrWaitTimeout, c.opts.WaitTimeout, key)
+	}
+	return c.loadLocal(ctx, key, ld, false)
+}
+
+// Outcomes of lock.lua.
+const (
+	lockGotValue = 0
+	lockWon      = 1
+	lockHeld     = 2
+)
+
+// seenNothing makes lock.lua go for the lease past whatever value is there
+// (an undecodable one).
+const seenNothing = "*"
+
+// readOrLock runs lock.lua within limit: the value if there is one to use,
+// else an attempt at the lease. seen is "" on a miss, or the write id
+// (idArg) of the entry a refresh means to replace.
+func (c *Cache[V]) readOrLock(ctx context.Context, key, lease, seen string, limit time.Duration) (*localEntry[V], freshness, int, error) {
+	for range 2 {
+		var res []any
+		err := c.call(ctx, key, limit, func(ctx context.Context) error {
+			var err error
+			res, err = lockScript.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), seen).Slice()
+			return err
+		})
+		if err != nil {
+			return nil, expired, 0, err
+		}
+		status, _ := res[0].(int64)
+		if status != lockGotValue {
+			return nil, expired, int(status), nil
+		}
+		raw, _ := res[1].(string)
+		pttl, _ := res[2].(int64)
+		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond, false)
+		if e != nil {
+			return e, f, lockGotValue, nil
+		}
+		// Undecodable (counted by decodeRedis) or expired in between: go
+		// for the lease past it.
+		seen = seenNothing
+	}
+	return nil, expired, lockHeld, nil
+}
