@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/lua"
 )
 
 // The public Locker: a lease on any key, fenced, renewed by Do, used for
@@ -182,7 +183,7 @@ func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retr
 		var f int64
 		err := l.acquire(ctx, lease, value, ttl, func(ctx context.Context) (bool, error) {
 			var err error
-			f, err = lockObtainScript.Run(ctx, l.rdb, keys, value, ms, l.retention).Int64()
+			f, err = lua.Obtain.Run(ctx, l.rdb, keys, value, ms, l.retention).Int64()
 			return f > 0, err
 		})
 		if err != nil {
@@ -309,7 +310,7 @@ func (k *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	var ms int64
 	err := k.l.call(ctx, func(ctx context.Context) error {
 		var err error
-		ms, err = lockTTLScript.Run(ctx, k.l.rdb, []string{k.rkey}, k.value).Int64()
+		ms, err = lua.TTL.Run(ctx, k.l.rdb, []string{k.rkey}, k.value).Int64()
 		return err
 	})
 	if err != nil {
@@ -452,7 +453,7 @@ func (l *Locker) Holder(ctx context.Context, key string) (LockHolder, error) {
 	var vals []any
 	err := l.call(ctx, func(ctx context.Context) error {
 		var err error
-		vals, err = lockHolderScript.Run(ctx, l.rdb, []string{lease, fence}).Slice()
+		vals, err = lua.Holder.Run(ctx, l.rdb, []string{lease, fence}).Slice()
 		return err
 	})
 	if errors.Is(err, redis.Nil) {

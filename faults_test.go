@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stampede-go/stampede/internal/lua"
 	"github.com/stampede-go/stampede/internal/redistest"
 )
 
@@ -131,7 +132,7 @@ func (h *scriptDelay) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 func TestFaultOwnWriteNeverLeavesOldL1(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	rdb.AddHook(&scriptDelay{shas: map[string]bool{writeScript.Hash(): true}, delay: 10 * time.Millisecond})
+	rdb.AddHook(&scriptDelay{shas: map[string]bool{lua.Write.Hash(): true}, delay: 10 * time.Millisecond})
 	c, err := New[string](rdb, Options{Namespace: "own", TTL: time.Minute, LocalTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)

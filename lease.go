@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/lua"
 )
 
 // tokenLen is the length of the random part of a lease value: 128 bits in hex.
@@ -91,7 +92,7 @@ func parseLeaseValue(v string) (m leaseMeta, ok bool) {
 // extendLease sets the lock's expiry to ttl if it still holds value
 // (compare-and-extend). held is false when the lease was lost.
 func extendLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.Duration) (held bool, err error) {
-	n, err := extendScript.Run(ctx, rdb, []string{key}, value, ttl.Milliseconds()).Int64()
+	n, err := lua.Extend.Run(ctx, rdb, []string{key}, value, ttl.Milliseconds()).Int64()
 	if err != nil {
 		return false, err
 	}
@@ -103,7 +104,7 @@ func extendLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl
 // lock remembers the release for what was left of the lease, so a request
 // re-sent after its reply was lost is told it released (invariant 12).
 func releaseLease(ctx context.Context, rdb redis.Scripter, key, value string) (held bool, err error) {
-	n, err := releaseScript.Run(ctx, rdb, []string{key, key + ":released"}, value).Int64()
+	n, err := lua.Release.Run(ctx, rdb, []string{key, key + ":released"}, value).Int64()
 	if err != nil {
 		return false, err
 	}

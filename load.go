@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/stampede-go/stampede/internal/lua"
 )
 
 // maxRefreshErrs bounds the failed refreshes remembered for Result.LoadErr.
@@ -128,7 +130,7 @@ func (c *Cache[V]) fill(ctx context.Context, key, lease string, raw []byte, px t
 	var n int64
 	err := c.call(ctx, key, 0, func(ctx context.Context) error {
 		var err error
-		n, err = fillScript.Run(ctx, c.rdb, c.keys(key), lease, raw, pxMillis(px), c.channel, c.message(msgFilled, key)).Int64()
+		n, err = lua.Fill.Run(ctx, c.rdb, c.keys(key), lease, raw, pxMillis(px), c.channel, c.message(msgFilled, key)).Int64()
 		return err
 	})
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/stampede-go/stampede/internal/lua"
 )
 
 // RunOnce is a cron guard: fleet-wide, fn runs at most once per interval
@@ -47,7 +49,7 @@ func (l *Locker) RunOnce(ctx context.Context, name string, interval time.Duratio
 	var res []int64
 	err = l.acquire(ctx, lease, value, ttl, func(ctx context.Context) (bool, error) {
 		var err error
-		res, err = lockRunOnceScript.Run(ctx, l.rdb, []string{lease, fence, done},
+		res, err = lua.RunOnce.Run(ctx, l.rdb, []string{lease, fence, done},
 			value, ttl.Milliseconds(), interval.Milliseconds(), l.retention).Int64Slice()
 		return err == nil && len(res) == 2 && res[0] > 0, err
 	})
@@ -66,7 +68,7 @@ func (l *Locker) RunOnce(ctx context.Context, name string, interval time.Duratio
 		// Kept for two windows: only equality with the current window
 		// counts, so an old marker is harmless until it expires. Marked
 		// only under the lease: a run that lost it leaves the window open.
-		n, err := lockDoneScript.Run(ctx, l.rdb, []string{lease, done},
+		n, err := lua.Done.Run(ctx, l.rdb, []string{lease, done},
 			value, strconv.FormatInt(window, 10), (2 * interval).Milliseconds()).Int64()
 		switch {
 		case err != nil:

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/lua"
 )
 
 // fetch is the pipeline; l1 is key's L1 entry as the caller found it, or nil.
@@ -292,7 +293,7 @@ func (c *Cache[V]) readOrLock(ctx context.Context, key, lease, seen string, limi
 		var res []any
 		err := c.call(ctx, key, limit, func(ctx context.Context) error {
 			var err error
-			res, err = lockScript.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), seen).Slice()
+			res, err = lua.Lock.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), seen).Slice()
 			return err
 		})
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/lua"
 )
 
 // Entry lets a loader passed to Fetch steer how its value is stored.
@@ -266,7 +267,7 @@ func (c *Cache[V]) write(ctx context.Context, key string, raw []byte, px time.Du
 		return errCircuitOpen
 	}
 	err := c.call(ctx, key, 0, func(ctx context.Context) error {
-		return writeScript.Run(ctx, c.rdb, c.keys(key), raw, pxMillis(px), c.channel, c.message(msgInvalidated, key)).Err()
+		return lua.Write.Run(ctx, c.rdb, c.keys(key), raw, pxMillis(px), c.channel, c.message(msgInvalidated, key)).Err()
 	})
 	if err != nil {
 		c.invalidateL1(key)
