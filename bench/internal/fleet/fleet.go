@@ -191,7 +191,10 @@ type job struct {
 	Procs    int    // the number of workers
 	// Expired is, in Expiry with full, the expired value as setup wrote it
 	// to Redis, so that every worker can tell when the refresh has landed.
-	Expired string
+	// It is binary (stampede's entry header), so it travels as []byte:
+	// encoding/json base64-encodes that, while a string would be coerced to
+	// UTF-8 and then never match the value in Redis.
+	Expired []byte
 }
 
 // share is how many of the herd's requests go to node id.
@@ -232,9 +235,8 @@ func setup(ctx context.Context, ctl *redis.Client, j *job) error {
 		return err
 	}
 	time.Sleep(5 * time.Millisecond)
-	var err2 error
-	j.Expired, err2 = ctl.Get(ctx, j.NS+":{"+hotKey+"}").Result()
-	return err2
+	j.Expired, err = ctl.Get(ctx, j.NS+":{"+hotKey+"}").Bytes()
+	return err
 }
 
 // cleanup deletes the run's keys, so the next run starts from nothing.

@@ -111,6 +111,26 @@ func TestProcs(t *testing.T) {
 	}
 }
 
+// A worker gets its job as JSON. The expired value is binary (stampede's
+// entry header starts with 0xA7); coerced to UTF-8 it never matched Redis,
+// the worker stopped waiting for the refresh at once, and closing its nodes
+// cancelled a refresh in flight, whose dropped lease let another worker's
+// node refresh a second time.
+func TestJobKeepsBinaryExpired(t *testing.T) {
+	in := job{Scenario: Expiry, Mode: Full, Expired: []byte("\xa7\x01\x00\x8b\xcd\x12\xf4CZ\xc1\xe6 1")}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out job
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Expired, in.Expired) {
+		t.Errorf("Expired after JSON = %x, want %x", out.Expired, in.Expired)
+	}
+}
+
 // TestWorkerProcess is the body of the workers TestProcs starts.
 func TestWorkerProcess(t *testing.T) {
 	if os.Getenv("FLEET_TEST_WORKER") != "1" {

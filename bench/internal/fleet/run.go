@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -214,11 +215,11 @@ func addStats(a, b stampede.Stats) stampede.Stats {
 type refreshWatch struct {
 	rdb    *redis.Client
 	key    string
-	seeded string // the expired value, read by setup before the herd
+	seeded []byte // the expired value, read by setup before the herd
 }
 
 func watchRefresh(j job) (*refreshWatch, error) {
-	if j.Expired == "" {
+	if len(j.Expired) == 0 {
 		return nil, errors.New("fleet: setup did not record the expired value")
 	}
 	return &refreshWatch{
@@ -234,7 +235,7 @@ func (w *refreshWatch) close() { w.rdb.Close() }
 func (w *refreshWatch) wait(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		if v, err := w.rdb.Get(ctx, w.key).Result(); err == nil && v != w.seeded {
+		if v, err := w.rdb.Get(ctx, w.key).Bytes(); err == nil && !bytes.Equal(v, w.seeded) {
 			return nil
 		}
 		select {
