@@ -76,8 +76,11 @@ type Config struct {
 	Procs     int
 	WorkerCmd []string
 
-	// Log receives a line of progress per run; nil discards it.
+	// Log receives a line per run with its results, and a line of progress
+	// every second while it goes on; nil discards both.
 	Log io.Writer
+	// Step names the run among others in progress lines, as "3/16".
+	Step string
 }
 
 func (c Config) validate() error {
@@ -156,6 +159,23 @@ func Run(ctx context.Context, cfg Config, sc Scenario, mode Mode) (Result, error
 		return Result{}, fmt.Errorf("fleet: setting up %s: %w", sc, err)
 	}
 
+	w := &watch{phase: "starting nodes"}
+	answered := w.answered.Load
+	if cfg.Procs > 0 {
+		answered = func() int64 {
+			n, _ := ctl.Get(context.WithoutCancel(ctx), j.NS+":answered").Int64()
+			return n
+		}
+	}
+	if cfg.Log != nil {
+		label := fmt.Sprintf("%s/%s", sc, mode)
+		if cfg.Step != "" {
+			label += " (" + cfg.Step + ")"
+		}
+		t := startTicker(cfg.Log, label, cfg.Requests, w, answered)
+		defer t.close()
+	}
+
 	var p partial
 	var err error
 	if cfg.Procs == 0 {
@@ -163,8 +183,9 @@ func Run(ctx context.Context, cfg Config, sc Scenario, mode Mode) (Result, error
 		if sc != RedisDown {
 			g = newLocalGate(cfg.Requests)
 		}
-		p, err = runLocal(ctx, j, allNodes(cfg.Nodes), localBarrier{}, &localClaim{}, g)
+		p, err = runLocal(ctx, j, allNodes(cfg.Nodes), localBarrier{}, &localClaim{}, g, w)
 	} else {
+		w.setPhase("worker processes")
 		p, err = runProcs(ctx, cfg, ctl, j)
 	}
 	if err != nil {
