@@ -41,6 +41,7 @@ type fleetConfig struct {
 	nodes    int
 	requests int
 	load     time.Duration
+	profiles profiles // of the herd, from its release until its loads are done
 }
 
 // result is what one run (one scenario, one library) measured.
@@ -63,7 +64,12 @@ type result struct {
 	RoundTrips int64   `json:"round_trips"`
 	CPU        float64 `json:"cpu_s"`       // this process (the whole fleet), user + system
 	RedisCPU   float64 `json:"redis_cpu_s"` // redis-server, user + system
-	Note       string  `json:"note,omitempty"`
+	// When, after the release, the last caller entered Get (the gate
+	// opened) and the first load started and returned, in ms; NaN if none.
+	GateMS      optMS  `json:"gate_open_ms"`
+	LoadStartMS optMS  `json:"first_load_start_ms"`
+	LoadEndMS   optMS  `json:"first_load_end_ms"`
+	Note        string `json:"note,omitempty"`
 }
 
 // herd is the state of one run that its nodes share.
@@ -74,6 +80,9 @@ type herd struct {
 	loads    atomic.Int64
 	inflight atomic.Int64
 	lastLoad atomic.Int64 // Unix ns of the latest load's start or end
+
+	firstStart atomic.Int64 // Unix ns the first load started
+	firstEnd   atomic.Int64 // Unix ns the first load returned
 }
 
 // loader is the database of the run: it counts its calls, answers no sooner
@@ -82,9 +91,13 @@ type herd struct {
 func (r *herd) loader(ctx context.Context) (string, error) {
 	r.loads.Add(1)
 	r.inflight.Add(1)
-	r.lastLoad.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	r.lastLoad.Store(now)
+	r.firstStart.CompareAndSwap(0, now)
 	defer func() {
-		r.lastLoad.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		r.lastLoad.Store(now)
+		r.firstEnd.CompareAndSwap(0, now)
 		r.inflight.Add(-1)
 	}()
 	r.gate.wait(ctx)
@@ -96,6 +109,16 @@ func (r *herd) loader(ctx context.Context) (string, error) {
 		return "", ctx.Err()
 	}
 	return stamp(time.Now()), nil
+}
+
+// optMS is milliseconds, or NaN for none, which JSON writes as null.
+type optMS float64
+
+func (m optMS) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(m)) {
+		return []byte("null"), nil
+	}
+	return strconv.AppendFloat(nil, math.Round(float64(m)*1000)/1000, 'f', -1, 64), nil
 }
 
 // stamp is a value: the time it was made, in Unix ns.
@@ -229,6 +252,12 @@ func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *p
 	for _, n := range nodes {
 		trips0 += n.trips.Load()
 	}
+	stopProfiles := func() error { return nil }
+	if cfg.profiles.any() {
+		if stopProfiles, err = cfg.profiles.start(); err != nil {
+			return result{}, err
+		}
+	}
 	cpu0 := processCPU()
 	prog.phase("herd")
 	released := time.Now()
@@ -238,6 +267,9 @@ func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *p
 	prog.phase("waiting for loads to finish")
 	r.settle(ctx)
 	cpu := processCPU() - cpu0
+	if err := stopProfiles(); err != nil {
+		return result{}, err
+	}
 	after, err := readServerStats(ctx, ctl)
 	if err != nil {
 		return result{}, err
@@ -262,6 +294,13 @@ func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *p
 	}
 	slices.Sort(lat)
 	res.P50, res.P99, res.Max = quantile(lat, 0.50), quantile(lat, 0.99), quantile(lat, 1)
+	since := func(ns int64) optMS {
+		if ns == 0 {
+			return optMS(math.NaN())
+		}
+		return optMS(float64(ns-released.UnixNano()) / 1e6)
+	}
+	res.GateMS, res.LoadStartMS, res.LoadEndMS = since(r.gate.opened.Load()), since(r.firstStart.Load()), since(r.firstEnd.Load())
 	res.Note = stampedeNote(nodes)
 	return res, nil
 }
@@ -387,6 +426,7 @@ type gate struct {
 	last  atomic.Int64 // Unix ns of the latest arrival
 
 	open      chan struct{}
+	opened    atomic.Int64 // Unix ns it opened
 	openOnce  sync.Once
 	watchOnce sync.Once
 }
@@ -409,7 +449,12 @@ func (g *gate) arrive() {
 	}
 }
 
-func (g *gate) release() { g.openOnce.Do(func() { close(g.open) }) }
+func (g *gate) release() {
+	g.openOnce.Do(func() {
+		g.opened.Store(time.Now().UnixNano())
+		close(g.open)
+	})
+}
 
 func (g *gate) wait(ctx context.Context) {
 	g.watchOnce.Do(func() { go g.watch() })

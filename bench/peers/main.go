@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"testing"
@@ -66,9 +67,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		benchtime = fs.Duration("benchtime", time.Second, "time for each hit-path and locker benchmark")
 		jsonOut   = fs.String("json", "", "also write every result as JSON to this file")
 		svgOut    = fs.String("svg", "", "also write a chart of the fleet runs as SVG to this file")
-		cpuProf   = fs.String("cpuprofile", "", "write a CPU profile of the fleet runs to this file")
-		blockProf = fs.String("blockprofile", "", "write a block profile (every blocking event) of the fleet runs to this file")
-		mutexProf = fs.String("mutexprofile", "", "write a mutex profile (every contention) of the fleet runs to this file")
+		cpuProf   = fs.String("cpuprofile", "", "write a CPU profile of the herd (release to the last load) to this file; needs one library and one scenario")
+		blockProf = fs.String("blockprofile", "", "write a block profile (every blocking event) of the herd to this file; needs one library and one scenario")
+		mutexProf = fs.String("mutexprofile", "", "write a mutex profile (every contention) of the herd to this file; needs one library and one scenario")
+		traceOut  = fs.String("trace", "", "write an execution trace of the herd to this file; needs one library and one scenario")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -87,6 +89,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := flag.Set("test.benchtime", benchtime.String()); err != nil {
 		return err
 	}
+	prof := profiles{cpu: *cpuProf, block: *blockProf, mutex: *mutexProf, trace: *traceOut}
+	if prof.any() && len(ps)*len(scs) != 1 {
+		return errors.New("profiles cover one herd: give -peers and -scenario one name each")
+	}
 
 	prog := newProgress(stderr)
 	var srv *server
@@ -103,11 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Server: fmt.Sprintf("redis-server %s at %s", srv.version, srv.addr), GoMaxProcs: runtime.GOMAXPROCS(0)}
 	prog.printf("%s", s)
 
-	stopProfiles, err := startProfiles(*cpuProf, *blockProf, *mutexProf)
-	if err != nil {
-		return err
-	}
-	cfg := fleetConfig{addr: srv.addr, nodes: *nodes, requests: *requests, load: *load}
+	cfg := fleetConfig{addr: srv.addr, nodes: *nodes, requests: *requests, load: *load, profiles: prof}
 	var fleet []result
 	total, i := len(scs)*len(ps), 0
 	for _, sc := range scs {
@@ -117,16 +119,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			r, err := runFleet(ctx, cfg, p, sc, prog)
 			prog.end()
 			if err != nil {
-				stopProfiles()
 				return err
 			}
-			prog.printf("%-8s %-15s loads=%d errors=%d p50=%sms p99=%sms max=%sms wall=%sms cmds=%d trips=%d cpu=%.2fs redis-cpu=%.2fs %s",
-				sc, p.name, r.Loads, r.Errors, ms(r.P50), ms(r.P99), ms(r.Max), ms(r.WallMS), r.Commands, r.RoundTrips, r.CPU, r.RedisCPU, r.Note)
+			prog.printf("%-8s %-15s loads=%d errors=%d p50=%sms p99=%sms max=%sms wall=%sms cmds=%d trips=%d cpu=%.2fs redis-cpu=%.2fs; all in Get at +%sms, first load +%s–%sms; %s",
+				sc, p.name, r.Loads, r.Errors, ms(r.P50), ms(r.P99), ms(r.Max), ms(r.WallMS), r.Commands, r.RoundTrips, r.CPU, r.RedisCPU,
+				ms(float64(r.GateMS)), ms(float64(r.LoadStartMS)), ms(float64(r.LoadEndMS)), r.Note)
 			fleet = append(fleet, r)
 		}
-	}
-	if err := stopProfiles(); err != nil {
-		return err
 	}
 
 	var hs []hitResult
@@ -204,47 +203,59 @@ func splitList(s string) []string {
 	return out
 }
 
-// startProfiles starts the profiles asked for; the returned func stops
-// them and writes the files.
-func startProfiles(cpu, block, mutex string) (func() error, error) {
+// profiles names the files to profile a herd into; empty: not that one.
+type profiles struct{ cpu, block, mutex, trace string }
+
+func (p profiles) any() bool { return p != profiles{} }
+
+// start starts the profiles asked for; the returned func stops them and
+// writes the files.
+func (p profiles) start() (stop func() error, err error) {
 	var stops []func() error
-	if cpu != "" {
-		f, err := os.Create(cpu)
-		if err != nil {
-			return nil, err
+	stopAll := func() error {
+		var errs []error
+		for _, s := range stops {
+			errs = append(errs, s())
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			f.Close()
-			return nil, err
-		}
-		stops = append(stops, func() error { pprof.StopCPUProfile(); return f.Close() })
+		return errors.Join(errs...)
 	}
-	if block != "" {
+	if p.block != "" {
 		runtime.SetBlockProfileRate(1)
 		stops = append(stops, func() error {
 			defer runtime.SetBlockProfileRate(0)
-			return writeFile(block, func(w io.Writer) error { return pprof.Lookup("block").WriteTo(w, 0) })
+			return writeFile(p.block, func(w io.Writer) error { return pprof.Lookup("block").WriteTo(w, 0) })
 		})
 	}
-	if mutex != "" {
+	if p.mutex != "" {
 		runtime.SetMutexProfileFraction(1)
 		stops = append(stops, func() error {
 			defer runtime.SetMutexProfileFraction(0)
-			return writeFile(mutex, func(w io.Writer) error { return pprof.Lookup("mutex").WriteTo(w, 0) })
+			return writeFile(p.mutex, func(w io.Writer) error { return pprof.Lookup("mutex").WriteTo(w, 0) })
 		})
 	}
-	done := false
-	return func() error {
-		if done {
-			return nil
+	if p.cpu != "" {
+		f, err := os.Create(p.cpu)
+		if err != nil {
+			return nil, errors.Join(err, stopAll())
 		}
-		done = true
-		var errs []error
-		for _, stop := range stops {
-			errs = append(errs, stop())
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, errors.Join(err, stopAll())
 		}
-		return errors.Join(errs...)
-	}, nil
+		stops = append(stops, func() error { pprof.StopCPUProfile(); return f.Close() })
+	}
+	if p.trace != "" {
+		f, err := os.Create(p.trace)
+		if err != nil {
+			return nil, errors.Join(err, stopAll())
+		}
+		if err := trace.Start(f); err != nil {
+			f.Close()
+			return nil, errors.Join(err, stopAll())
+		}
+		stops = append(stops, func() error { trace.Stop(); return f.Close() })
+	}
+	return stopAll, nil
 }
 
 func writeFile(name string, write func(io.Writer) error) error {
