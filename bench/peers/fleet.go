@@ -66,6 +66,7 @@ type result struct {
 	RedisCPU   float64 `json:"redis_cpu_s"` // redis-server, user + system
 	// When, after the release, the last caller entered Get (the gate
 	// opened) and the first load started and returned, in ms; NaN if none.
+	ReleasedAt  int64  `json:"released_unix_ns"` // the herd's release, to line up with outside logs
 	GateMS      optMS  `json:"gate_open_ms"`
 	LoadStartMS optMS  `json:"first_load_start_ms"`
 	LoadEndMS   optMS  `json:"first_load_end_ms"`
@@ -229,11 +230,16 @@ func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *p
 		n := nodes[i%len(nodes)]
 		go func() {
 			defer done.Done()
+			// Each request has a context of its own, as a server gives
+			// every request; one shared by the herd would put all of its
+			// waiters on one Done channel.
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
 			ready.Done()
 			<-start
 			r.gate.arrive()
 			t0 := time.Now()
-			v, err := n.impl.get(ctx)
+			v, err := n.impl.get(rctx)
 			lat[i] = int64(time.Since(t0))
 			if _, perr := strconv.ParseInt(v, 10, 64); err != nil || perr != nil {
 				bad[i] = true
@@ -300,6 +306,7 @@ func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *p
 		}
 		return optMS(float64(ns-released.UnixNano()) / 1e6)
 	}
+	res.ReleasedAt = released.UnixNano()
 	res.GateMS, res.LoadStartMS, res.LoadEndMS = since(r.gate.opened.Load()), since(r.firstStart.Load()), since(r.firstEnd.Load())
 	res.Note = stampedeNote(nodes)
 	return res, nil
