@@ -115,6 +115,16 @@ func (r *herd) loader(ctx context.Context) (string, error) {
 // optMS is milliseconds, or NaN for none, which JSON writes as null.
 type optMS float64
 
+func (m *optMS) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*m = optMS(math.NaN())
+		return nil
+	}
+	v, err := strconv.ParseFloat(string(b), 64)
+	*m = optMS(v)
+	return err
+}
+
 func (m optMS) MarshalJSON() ([]byte, error) {
 	if math.IsNaN(float64(m)) {
 		return []byte("null"), nil

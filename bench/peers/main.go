@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		blockProf = fs.String("blockprofile", "", "write a block profile (every blocking event) of the herd to this file; needs one library and one scenario")
 		mutexProf = fs.String("mutexprofile", "", "write a mutex profile (every contention) of the herd to this file; needs one library and one scenario")
 		traceOut  = fs.String("trace", "", "write an execution trace of the herd to this file; needs one library and one scenario")
+		from      = fs.String("from", "", "run nothing: print the report (and -svg) of a run saved with -json")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -88,6 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err := flag.Set("test.benchtime", benchtime.String()); err != nil {
 		return err
+	}
+	if *from != "" {
+		return replay(*from, *svgOut, stdout)
 	}
 	prof := profiles{cpu: *cpuProf, block: *blockProf, mutex: *mutexProf, trace: *traceOut}
 	if prof.any() && len(ps)*len(scs) != 1 {
@@ -145,12 +149,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *jsonOut != "" {
-		out := struct {
-			Setting setting      `json:"setting"`
-			Fleet   []result     `json:"fleet"`
-			Hits    []hitResult  `json:"hit_path"`
-			Locks   []lockResult `json:"locker"`
-		}{s, fleet, hs, ls}
+		out := saved{s, fleet, hs, ls}
 		if err := writeFile(*jsonOut, func(w io.Writer) error {
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
@@ -163,6 +162,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := writeFile(*svgOut, func(w io.Writer) error { return writeSVG(w, s, fleet) }); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// saved is a run as -json writes it and -from reads it.
+type saved struct {
+	Setting setting      `json:"setting"`
+	Fleet   []result     `json:"fleet"`
+	Hits    []hitResult  `json:"hit_path"`
+	Locks   []lockResult `json:"locker"`
+}
+
+// replay prints the report of a saved run, and its chart if svgOut is set.
+func replay(name, svgOut string, stdout io.Writer) error {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	var sv saved
+	if err := json.Unmarshal(b, &sv); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := writeReport(stdout, sv.Setting, sv.Fleet, sv.Hits, sv.Locks); err != nil {
+		return err
+	}
+	if svgOut != "" {
+		return writeFile(svgOut, func(w io.Writer) error { return writeSVG(w, sv.Setting, sv.Fleet) })
 	}
 	return nil
 }

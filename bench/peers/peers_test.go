@@ -85,6 +85,14 @@ func TestRunSmall(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
 	}
+	// -from prints the same report from the saved run.
+	var again bytes.Buffer
+	if err := run(t.Context(), []string{"-from", dir + "/out.json"}, &again, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if again.String() != out.String() {
+		t.Errorf("-from printed\n%s\nwant\n%s", again.String(), out.String())
+	}
 	f, err := os.Open(dir + "/out.svg")
 	if err != nil {
 		t.Fatal(err)

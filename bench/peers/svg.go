@@ -5,6 +5,7 @@ import (
 	"html"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -29,6 +30,8 @@ func writeSVG(w io.Writer, s setting, fleet []result) error {
 	if math.IsInf(lo, 0) || math.IsInf(hi, 0) {
 		lo, hi = 1, 10
 	}
+	// Memory hits answer in microseconds; below 0.1 ms a bar is empty.
+	lo = math.Max(lo, 0.1)
 	lo = math.Pow(10, math.Floor(math.Log10(lo)))
 	hi = math.Pow(10, math.Ceil(math.Log10(hi)))
 	x := func(v float64) float64 {
@@ -61,7 +64,7 @@ func writeSVG(w io.Writer, s setting, fleet []result) error {
 		// Decade grid lines.
 		for v := lo; v <= hi*1.001; v *= 10 {
 			fmt.Fprintf(&body, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ccc"/>`, x(v), top, x(v), y)
-			fmt.Fprintf(&body, `<text x="%.1f" y="%d" fill="#777" font-size="10" text-anchor="middle">%s ms</text>`+"\n", x(v), y+12, ms(v))
+			fmt.Fprintf(&body, `<text x="%.1f" y="%d" fill="#777" font-size="10" text-anchor="middle">%s ms</text>`+"\n", x(v), y+12, strconv.FormatFloat(v, 'g', -1, 64))
 		}
 		y += panelGap
 	}
