@@ -233,6 +233,9 @@ func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *p
 	lat := make([]int64, cfg.requests)
 	bad := make([]bool, cfg.requests)
 	start := make(chan struct{})
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(start) }) }
+	defer release() // on an early return, the herd runs into closed nodes and ends
 	var ready, done sync.WaitGroup
 	ready.Add(cfg.requests)
 	done.Add(cfg.requests)
@@ -277,7 +280,7 @@ func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *p
 	cpu0 := processCPU()
 	prog.phase("herd")
 	released := time.Now()
-	close(start)
+	release()
 	done.Wait()
 	wall := time.Since(released)
 	prog.phase("waiting for loads to finish")
