@@ -30,6 +30,29 @@ import (
 // workerEnv marks a process started by -procs as a worker.
 const workerEnv = "STAMPEDE_BENCH_WORKER"
 
+// The default fleet finishes in under a minute and 300 MB on two cores;
+// -full is the sweep the README's redis-server table comes from.
+const (
+	defaultNodes    = 20
+	defaultRequests = 10_000
+	fullNodes       = 50
+	fullRequests    = 100_000
+)
+
+// fleetLine says which fleet runs, first thing, so that nobody mistakes the
+// default for the full sweep.
+func fleetLine(nodes, requests int) string {
+	switch {
+	case nodes == defaultNodes && requests == defaultRequests:
+		return fmt.Sprintf("%d nodes × %s requests: the default, smaller fleet (-full runs %d × %s)",
+			nodes, fleet.Thousands(requests), fullNodes, fleet.Thousands(fullRequests))
+	case nodes == fullNodes && requests == fullRequests:
+		return fmt.Sprintf("%d nodes × %s requests: the full sweep", nodes, fleet.Thousands(requests))
+	}
+	return fmt.Sprintf("%d nodes × %s requests, as asked (default %d × %s, -full %d × %s)",
+		nodes, fleet.Thousands(requests), defaultNodes, fleet.Thousands(defaultRequests), fullNodes, fleet.Thousands(fullRequests))
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -56,8 +79,9 @@ func (quietLog) Printf(context.Context, string, ...any) {}
 func run(ctx context.Context) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var (
-		nodes     = fs.Int("nodes", 50, "number of nodes in the fleet, each with its own Redis client and pool")
-		requests  = fs.Int("requests", 100_000, "requests in the herd, spread evenly over the nodes and released together")
+		nodes     = fs.Int("nodes", defaultNodes, "number of nodes in the fleet, each with its own Redis client and pool (-full: 50)")
+		requests  = fs.Int("requests", defaultRequests, "requests in the herd, spread evenly over the nodes and released together (-full: 100000)")
+		full      = fs.Bool("full", false, "run the full sweep: 50 nodes × 100,000 requests (takes minutes and over a GB of memory);\n-nodes and -requests given as well win")
 		load      = fs.Duration("load", 100*time.Millisecond, "how long one database load takes")
 		lockTTL   = fs.Duration("lockttl", 5*time.Second, "rebuild lease (stampede's LockTTL, whose default this is) and the lock mode's lock TTL;\na crashed loader blocks the fleet this long")
 		addr      = fs.String("redis", "", "address of a Redis server to use (host:port); default: an embedded miniredis")
@@ -76,6 +100,10 @@ hot key on every node at once; the loader stands for the database. For each
 scenario and mode it reports the loads the database saw, errors, caller
 latency, and the waiters' overhead (time from the loader's return to the
 caller's return, for callers that waited for that load).
+
+By default the fleet is 20 nodes × 10,000 requests, which runs in under a
+minute; -full runs 50 nodes × 100,000 requests. Progress goes to stderr
+every second, the table to stdout at the end.
 
 Modes:
   naive         GET, load on a miss, SET
@@ -103,6 +131,16 @@ Flags:
 			return nil
 		}
 		return err
+	}
+	if *full {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["nodes"] {
+			*nodes = fullNodes
+		}
+		if !set["requests"] {
+			*requests = fullRequests
+		}
 	}
 	scs, err := parseList(*scenarios, fleet.Scenarios)
 	if err != nil {
@@ -151,14 +189,18 @@ Flags:
 	}
 	setting := fleet.Setting{Nodes: *nodes, Requests: *requests, Load: *load, LockTTL: *lockTTL,
 		Backend: backend, Procs: *procs}
+	fmt.Fprintf(os.Stderr, "bench: %s\n", fleetLine(*nodes, *requests))
 	setting.WakeP50, setting.WakeP99 = fleet.WakeFloor(*requests)
 	fmt.Fprintf(os.Stderr, "bench: %s; GOMAXPROCS=%d; waking %d goroutines takes p50 %v, p99 %v here\n",
 		setting, runtime.GOMAXPROCS(0), *requests, setting.WakeP50.Round(time.Microsecond), setting.WakeP99.Round(time.Microsecond))
 
 	var results []fleet.Result
 	began := time.Now()
+	step, steps := 0, len(scs)*len(mds)
 	for _, sc := range scs {
 		for _, m := range mds {
+			step++
+			cfg.Step = fmt.Sprintf("%d/%d", step, steps)
 			r, err := fleet.Run(ctx, cfg, sc, m)
 			if err != nil {
 				return err
@@ -168,6 +210,7 @@ Flags:
 	}
 	fmt.Fprintf(os.Stderr, "bench: %d runs in %v\n", len(results), time.Since(began).Round(time.Millisecond))
 
+	fmt.Printf("%s\n\n", fleetLine(*nodes, *requests))
 	if err := fleet.WriteMarkdown(os.Stdout, setting, results); err != nil {
 		return err
 	}

@@ -76,8 +76,11 @@ type Config struct {
 	Procs     int
 	WorkerCmd []string
 
-	// Log receives a line of progress per run; nil discards it.
+	// Log receives a line per run with its results, and a line of progress
+	// every second while it goes on; nil discards both.
 	Log io.Writer
+	// Step names the run among others in progress lines, as "3/16".
+	Step string
 }
 
 func (c Config) validate() error {
@@ -156,6 +159,23 @@ func Run(ctx context.Context, cfg Config, sc Scenario, mode Mode) (Result, error
 		return Result{}, fmt.Errorf("fleet: setting up %s: %w", sc, err)
 	}
 
+	w := &watch{phase: "starting nodes"}
+	answered := w.answered.Load
+	if cfg.Procs > 0 {
+		answered = func() int64 {
+			n, _ := ctl.Get(context.WithoutCancel(ctx), j.NS+":answered").Int64()
+			return n
+		}
+	}
+	if cfg.Log != nil {
+		label := fmt.Sprintf("%s/%s", sc, mode)
+		if cfg.Step != "" {
+			label += " (" + cfg.Step + ")"
+		}
+		t := startTicker(cfg.Log, label, cfg.Requests, w, answered)
+		defer t.close()
+	}
+
 	var p partial
 	var err error
 	if cfg.Procs == 0 {
@@ -163,8 +183,9 @@ func Run(ctx context.Context, cfg Config, sc Scenario, mode Mode) (Result, error
 		if sc != RedisDown {
 			g = newLocalGate(cfg.Requests)
 		}
-		p, err = runLocal(ctx, j, allNodes(cfg.Nodes), localBarrier{}, &localClaim{}, g)
+		p, err = runLocal(ctx, j, allNodes(cfg.Nodes), localBarrier{}, &localClaim{}, g, w)
 	} else {
+		w.setPhase("worker processes")
 		p, err = runProcs(ctx, cfg, ctl, j)
 	}
 	if err != nil {
@@ -191,7 +212,10 @@ type job struct {
 	Procs    int    // the number of workers
 	// Expired is, in Expiry with full, the expired value as setup wrote it
 	// to Redis, so that every worker can tell when the refresh has landed.
-	Expired string
+	// It is binary (stampede's entry header), so it travels as []byte:
+	// encoding/json base64-encodes that, while a string would be coerced to
+	// UTF-8 and then never match the value in Redis.
+	Expired []byte
 }
 
 // share is how many of the herd's requests go to node id.
@@ -232,9 +256,8 @@ func setup(ctx context.Context, ctl *redis.Client, j *job) error {
 		return err
 	}
 	time.Sleep(5 * time.Millisecond)
-	var err2 error
-	j.Expired, err2 = ctl.Get(ctx, j.NS+":{"+hotKey+"}").Result()
-	return err2
+	j.Expired, err = ctl.Get(ctx, j.NS+":{"+hotKey+"}").Bytes()
+	return err
 }
 
 // cleanup deletes the run's keys, so the next run starts from nothing.

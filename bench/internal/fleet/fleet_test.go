@@ -51,13 +51,11 @@ func TestLoadsRedisServer(t *testing.T) {
 }
 
 func testLoads(t *testing.T, cfg Config) {
+	// At this size the herd fits the machine, and naive and the lock mode
+	// have their textbook counts too; at full size those vary.
 	want := map[Scenario]map[Mode]int64{
-		Cold:   {Naive: testRequests, SingleFlight: testNodes, Lock: 1, Full: 1},
-		Expiry: {Naive: testRequests, SingleFlight: testNodes, Lock: 1, Full: 1},
-		Crash:  {Full: 2},
-		// Redis down: naive, and the lock mode falling back, load per
-		// request; stampede at most once per node (checked below).
-		RedisDown: {Naive: testRequests, Lock: testRequests},
+		Cold:   {Naive: testRequests, Lock: 1},
+		Expiry: {Naive: testRequests, Lock: 1},
 	}
 	for _, sc := range Scenarios {
 		for _, mode := range Modes {
@@ -67,6 +65,9 @@ func testLoads(t *testing.T, cfg Config) {
 					t.Fatal(err)
 				}
 				t.Log(r.progress())
+				if w, ok := FixedLoads(sc, mode, testNodes, testRequests); ok && r.Loads != w {
+					t.Errorf("loads = %d, want %d (fixed by design)", r.Loads, w)
+				}
 				if w, ok := want[sc][mode]; ok && r.Loads != w {
 					t.Errorf("loads = %d, want %d", r.Loads, w)
 				}
@@ -108,6 +109,26 @@ func TestProcs(t *testing.T) {
 		if r.Loads != want || r.Errors != 0 || r.Answered+r.Lost != testRequests {
 			t.Errorf("%s: loads %d (want %d), errors %d, answered %d + lost %d", sc, r.Loads, want, r.Errors, r.Answered, r.Lost)
 		}
+	}
+}
+
+// A worker gets its job as JSON. The expired value is binary (stampede's
+// entry header starts with 0xA7); coerced to UTF-8 it never matched Redis,
+// the worker stopped waiting for the refresh at once, and closing its nodes
+// cancelled a refresh in flight, whose dropped lease let another worker's
+// node refresh a second time.
+func TestJobKeepsBinaryExpired(t *testing.T) {
+	in := job{Scenario: Expiry, Mode: Full, Expired: []byte("\xa7\x01\x00\x8b\xcd\x12\xf4CZ\xc1\xe6 1")}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out job
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Expired, in.Expired) {
+		t.Errorf("Expired after JSON = %x, want %x", out.Expired, in.Expired)
 	}
 }
 
@@ -165,7 +186,7 @@ func TestWriteMarkdown(t *testing.T) {
 	if err := WriteMarkdown(&buf, Setting{Nodes: 50, Requests: 100000, Backend: "test"}, sample()); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| cold | naive | 100,000 | 100% |", "| cold | full | 1 | 0.001% |", "| expiry | full | 1 | – |"} {
+	for _, want := range []string{"| cold | naive | ~100,000 | 100% |", "| cold | full | 1 | 0.001% |", "| expiry | full | 1 | 0.001% |", "~: this count depends on timing"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
 		}

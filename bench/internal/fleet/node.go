@@ -34,6 +34,7 @@ type node struct {
 	impl  getter
 	claim claimer
 	gate  gate
+	watch *watch
 
 	ctx    context.Context // its callers' context; cancelled when it dies
 	cancel context.CancelFunc
@@ -73,9 +74,9 @@ type getter interface {
 	close() error
 }
 
-func newNode(ctx context.Context, j job, id int, cl claimer, g gate) (*node, error) {
+func newNode(ctx context.Context, j job, id int, cl claimer, g gate, w *watch) (*node, error) {
 	n := &node{
-		id: id, j: j, claim: cl, gate: g,
+		id: id, j: j, claim: cl, gate: g, watch: w,
 		link: &link{addr: j.Addr, conns: make(map[*trackedConn]struct{})},
 		died: make(chan struct{}), kill: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -97,9 +98,11 @@ func newNode(ctx context.Context, j job, id int, cl claimer, g gate) (*node, err
 		WriteTimeout: 30 * time.Second,
 		// An unreachable Redis answers at once and is not retried: the
 		// cache's own fallback is under test, not the client's.
-		MaxRetries:      -1,
-		DialerRetries:   1,
-		DialTimeout:     time.Second,
+		MaxRetries:    -1,
+		DialerRetries: 1,
+		// Refused connections fail at once; this bounds a dial to a
+		// server slowed down by the machine's other work.
+		DialTimeout:     10 * time.Second,
 		DisableIdentity: true,
 	})
 	if j.Scenario != RedisDown {
@@ -181,6 +184,7 @@ func (n *node) request(i int, start <-chan struct{}) {
 	t0 := time.Now()
 	v, err := n.impl.get(ctx)
 	t1 := time.Now()
+	n.watch.answered.Add(1)
 	n.lat[i] = int64(t1.Sub(t0))
 	n.over[i] = -1
 	if err != nil {

@@ -122,7 +122,10 @@ func ServeWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		}
 		g = newRedisGate(herd, ctl, j.NS+":arrived", j.Procs)
 	}
-	p, err := runLocal(ctx, j, j.IDs, redisBarrier{ctl, j.NS}, &redisClaim{rdb: ctl, key: j.NS + ":crash"}, g)
+	w := &watch{}
+	stop := flushAnswered(ctx, ctl, j.NS+":answered", w)
+	p, err := runLocal(ctx, j, j.IDs, redisBarrier{ctl, j.NS}, &redisClaim{rdb: ctl, key: j.NS + ":crash"}, g, w)
+	stop()
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -98,8 +99,8 @@ var errDied = errors.New("fleet: node died")
 // its own return is its overhead.
 func stamp(t time.Time) string { return strconv.FormatInt(t.UnixNano(), 10) }
 
-// runLocal runs the nodes ids of job j in this process.
-func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer, g gate) (partial, error) {
+// runLocal runs the nodes ids of job j in this process, reporting to w.
+func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer, g gate, w *watch) (partial, error) {
 	ctx, cancel := context.WithTimeout(ctx, runLimit(j))
 	defer cancel()
 
@@ -108,7 +109,7 @@ func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer, g ga
 	eg.SetLimit(8)
 	for i, id := range ids {
 		eg.Go(func() error {
-			n, err := newNode(ctx, j, id, cl, g)
+			n, err := newNode(ctx, j, id, cl, g, w)
 			nodes[i] = n
 			return err
 		})
@@ -151,6 +152,7 @@ func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer, g ga
 		defer seeded.close()
 	}
 	released := time.Now()
+	w.setPhase("herd released")
 	close(start)
 
 	var p partial
@@ -164,10 +166,12 @@ func runLocal(ctx context.Context, j job, ids []int, b barrier, cl claimer, g ga
 	}
 	p.Wall = time.Since(released)
 	if seeded != nil {
+		w.setPhase("waiting for the refresh to land")
 		if err := seeded.wait(ctx, runLimit(j)); err != nil {
 			return partial{}, err
 		}
 	}
+	w.setPhase("closing nodes")
 	// The survivors are done: end the dead nodes' hung loads and callers.
 	for _, n := range nodes {
 		if n.dead.Load() {
@@ -214,11 +218,11 @@ func addStats(a, b stampede.Stats) stampede.Stats {
 type refreshWatch struct {
 	rdb    *redis.Client
 	key    string
-	seeded string // the expired value, read by setup before the herd
+	seeded []byte // the expired value, read by setup before the herd
 }
 
 func watchRefresh(j job) (*refreshWatch, error) {
-	if j.Expired == "" {
+	if len(j.Expired) == 0 {
 		return nil, errors.New("fleet: setup did not record the expired value")
 	}
 	return &refreshWatch{
@@ -234,7 +238,7 @@ func (w *refreshWatch) close() { w.rdb.Close() }
 func (w *refreshWatch) wait(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		if v, err := w.rdb.Get(ctx, w.key).Result(); err == nil && v != w.seeded {
+		if v, err := w.rdb.Get(ctx, w.key).Bytes(); err == nil && !bytes.Equal(v, w.seeded) {
 			return nil
 		}
 		select {
