@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/entry"
 )
 
 // Invariant 1: one load per key per expiry, fleet-wide, when nothing fails.
@@ -107,7 +108,7 @@ func TestInvariant2_LeasesFenceWriteBack(t *testing.T) {
 						t.Fatalf("after Delete, Redis holds %q (err %v): the old load was written back", raw, err)
 					}
 				case "set":
-					_, payload, derr := decodeEntry(raw)
+					_, payload, derr := entry.Decode(raw)
 					if err != nil || derr != nil || string(payload) != "new" {
 						t.Fatalf("after Set, Redis holds %q (%v, %v), want new", payload, err, derr)
 					}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/stampede-go/stampede/internal/entry"
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
@@ -111,7 +112,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], le
 
 // encodeEntry makes the bytes stored in Redis for a value, with a new write
 // id.
-func (c *Cache[V]) encodeEntry(v V, tombstone bool, ttl, stl, delta time.Duration) ([]byte, uint64, error) {
+func (c *Cache[V]) encodeEntry(v V, tombstone bool, ttl, stl, delta time.Duration) ([]byte, entry.ID, error) {
 	var payload []byte
 	if !tombstone {
 		var err error
@@ -119,9 +120,9 @@ func (c *Cache[V]) encodeEntry(v V, tombstone bool, ttl, stl, delta time.Duratio
 			return nil, 0, fmt.Errorf("stampede: encoding value: %w", err)
 		}
 	}
-	id := newWriteID()
-	h := header{id: id, tombstone: tombstone, ttl: ttl, stale: stl, delta: delta}
-	return appendEntry(make([]byte, 0, maxHeaderLen+len(payload)), h, payload), id, nil
+	id := entry.NewID()
+	h := entry.Header{ID: id, Tombstone: tombstone, TTL: ttl, Stale: stl, Delta: delta}
+	return entry.Append(make([]byte, 0, entry.MaxHeaderLen+len(payload)), h, payload), id, nil
 }
 
 // fill runs fill.lua: store raw (nil stores nothing) iff lease still holds,
@@ -176,8 +177,8 @@ func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], stor
 }
 
 // refreshInBackground starts one refresh of key in this process, unless one
-// is running. seen is the write id of the entry to replace ("": none).
-func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], seen string) {
+// is running. known is the entry to replace.
+func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], known replacing) {
 	c.mu.Lock()
 	if _, busy := c.refreshing[key]; c.closed.Load() || busy {
 		c.mu.Unlock()
@@ -190,7 +191,7 @@ func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loade
 	go func() {
 		defer c.wg.Done()
 		_, err := recovered(rctx, func(ctx context.Context) (struct{}, error) {
-			return struct{}{}, c.refresh(ctx, key, ld, seen)
+			return struct{}{}, c.refresh(ctx, key, ld, known)
 		})
 		c.mu.Lock()
 		delete(c.refreshing, key)
@@ -220,18 +221,18 @@ func (c *Cache[V]) forgetRefreshErr(key string) {
 // refresh rebuilds a value that is stale or near expiry, once across the
 // fleet: it takes the lease only if nobody rewrote the value since it was
 // read (lock.lua compares write ids).
-func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], seen string) error {
+func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], known replacing) error {
 	if !c.redisUsable() {
 		_, err := c.withoutRedis(ctx, key, ld)
 		return err
 	}
 	lease := newLeaseValue()
 	sent := time.Now()
-	_, _, status, err := c.readOrLock(ctx, key, lease, seen, 0)
-	if err != nil || status != lockWon {
+	got, err := c.readOrLock(ctx, key, lease, known, 0)
+	if err != nil || got.status != lockWon {
 		return err
 	}
-	if seen != "" {
+	if known != replacingNone {
 		c.stats.earlyRefreshes.Add(1)
 	}
 	_, err = c.loadAndFill(ctx, key, ld, lease, sent)

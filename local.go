@@ -4,6 +4,8 @@ import (
 	"hash/maphash"
 	"sync/atomic"
 	"time"
+
+	"github.com/stampede-go/stampede/internal/entry"
 )
 
 // localEntry is what L1 holds for a key. Its times are on the coarse clock.
@@ -18,7 +20,7 @@ type localEntry[V any] struct {
 	valueFresh time.Duration // when the value itself stops being fresh
 	earlyFrom  time.Duration // before this, an early refresh is too unlikely to try
 	delta      time.Duration // how long the load that produced it took
-	id         uint64        // its write id; 0 when it never was in Redis
+	id         entry.ID      // its write id; 0 when it never was in Redis
 }
 
 // result turns an L1 entry into a Result.
@@ -61,7 +63,7 @@ func (c *Cache[V]) getL1(key string) *localEntry[V] {
 }
 
 // newLocal makes an L1 entry for a value loaded or set just now.
-func (c *Cache[V]) newLocal(v V, tombstone bool, ttl, stl, delta time.Duration, id uint64) *localEntry[V] {
+func (c *Cache[V]) newLocal(v V, tombstone bool, ttl, stl, delta time.Duration, id entry.ID) *localEntry[V] {
 	now := c.now()
 	return &localEntry[V]{v: v, tombstone: tombstone, loadedAt: now, freshUntil: now + ttl, staleUntil: now + ttl + stl,
 		valueFresh: now + ttl, earlyFrom: c.earlyFrom(now+ttl, delta), delta: delta, id: id}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/entry"
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
@@ -80,7 +81,7 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 	// An L1 stale copy is served when Redis had nothing better (or is out).
 	if staleCopy != nil {
 		c.stats.staleServed.Add(1)
-		c.refreshInBackground(ctx, key, ld, "")
+		c.refreshInBackground(ctx, key, ld, replacingNone)
 		return c.staleResult(key, staleCopy)
 	}
 	c.stats.misses.Add(1)
@@ -127,15 +128,15 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 	case fresh:
 		c.stats.redisHits.Add(1)
 		c.setL1(key, e, gen)
-		if !e.tombstone && shouldRefreshEarly(freshLeft, h.delta, c.opts.Beta) {
-			c.refreshInBackground(ctx, key, ld, idArg(h.id))
+		if !e.tombstone && shouldRefreshEarly(freshLeft, h.Delta, c.opts.Beta) {
+			c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID))
 		}
 	case stale:
 		// Kept in L1 too, so that while the refresh runs this process
 		// serves it without reading Redis again.
 		c.stats.staleServed.Add(1)
 		c.setL1(key, e, gen)
-		c.refreshInBackground(ctx, key, ld, idArg(h.id))
+		c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID))
 	}
 	return e, f, nil
 }
@@ -143,8 +144,8 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 // decodeRedis decodes an entry read from Redis with its PTTL. e is nil and
 // f is expired when there is nothing usable. report counts and reports an
 // undecodable entry; the leader's second look at the same bytes does not.
-func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, report bool) (e *localEntry[V], h header, f freshness, freshLeft time.Duration) {
-	h, payload, err := decodeEntry(raw)
+func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, report bool) (e *localEntry[V], h entry.Header, f freshness, freshLeft time.Duration) {
+	h, payload, err := entry.Decode(raw)
 	if err != nil {
 		if report {
 			c.corrupt(key, err)
@@ -156,7 +157,7 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, repor
 		return nil, h, expired, 0
 	}
 	var v V
-	if !h.tombstone {
+	if !h.Tombstone {
 		if v, err = c.decode(payload); err != nil {
 			if report {
 				c.corrupt(key, err)
@@ -165,9 +166,9 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, repor
 		}
 	}
 	now := c.now()
-	return &localEntry[V]{v: v, tombstone: h.tombstone, loadedAt: now - age,
+	return &localEntry[V]{v: v, tombstone: h.Tombstone, loadedAt: now - age,
 		freshUntil: now + freshLeft, staleUntil: now + pttl,
-		valueFresh: now + freshLeft, earlyFrom: c.earlyFrom(now+freshLeft, h.delta), delta: h.delta, id: h.id}, h, f, freshLeft
+		valueFresh: now + freshLeft, earlyFrom: c.earlyFrom(now+freshLeft, h.Delta), delta: h.Delta, id: h.ID}, h, f, freshLeft
 }
 
 // lead is run by one caller per key per process (the single-flight leader):
@@ -194,7 +195,7 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 		}
 		gen := c.gens.of(key)
 		sent := time.Now()
-		e, f, status, err := c.readOrLock(ctx, key, lease, "", min(left, c.opts.RedisTimeout))
+		got, err := c.readOrLock(ctx, key, lease, replacingNone, min(left, c.opts.RedisTimeout))
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result[V]{}, ctx.Err()
@@ -204,14 +205,14 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 			}
 			return c.loadLocal(ctx, key, ld, true)
 		}
-		switch status {
+		switch got.status {
 		case lockGotValue:
 			if pass > 0 && woken {
 				c.stats.wokenByNotify.Add(1)
 			} else if pass > 0 {
 				c.stats.wokenByRecheck.Add(1)
 			}
-			return c.served(key, e, f, gen)
+			return c.served(key, got.e, got.f, gen)
 		case lockWon:
 			// First try, or the holder died or failed without a value.
 			if recheck != nil {
@@ -274,44 +275,62 @@ func (c *Cache[V]) waitTimedOut(ctx context.Context, key string, ld loader[V]) (
 	return c.loadLocal(ctx, key, ld, false)
 }
 
-// Outcomes of lock.lua.
+// lockStatus is what lock.lua did, as it says in its reply.
+type lockStatus int64
+
 const (
-	lockGotValue = 0
-	lockWon      = 1
-	lockHeld     = 2
+	lockGotValue lockStatus = 0 // there is a value to use
+	lockWon      lockStatus = 1 // the lease is the caller's
+	lockHeld     lockStatus = 2 // another holder has the lease
 )
 
-// seenNothing makes lock.lua go for the lease past whatever value is there
-// (an undecodable one).
-const seenNothing = "*"
+// lockReply is lock.lua's answer: a value to use (e, f), or what became of
+// the lease.
+type lockReply[V any] struct {
+	status lockStatus
+	e      *localEntry[V]
+	f      freshness
+}
+
+// replacing tells lock.lua which value the caller knows of (its ARGV[3]):
+// none, on a miss, so any value is news; the entry with a given write id,
+// for a refresh, so only a value written since is news; or any, to take
+// the lease past an undecodable value.
+type replacing string
+
+const (
+	replacingNone replacing = ""
+	replacingAny  replacing = "*"
+)
+
+func replacingEntry(id entry.ID) replacing { return replacing(id.Arg()) }
 
 // readOrLock runs lock.lua within limit: the value if there is one to use,
-// else an attempt at the lease. seen is "" on a miss, or the write id
-// (idArg) of the entry a refresh means to replace.
-func (c *Cache[V]) readOrLock(ctx context.Context, key, lease, seen string, limit time.Duration) (*localEntry[V], freshness, int, error) {
+// else an attempt at the lease.
+func (c *Cache[V]) readOrLock(ctx context.Context, key, lease string, known replacing, limit time.Duration) (lockReply[V], error) {
 	for range 2 {
 		var res []any
 		err := c.call(ctx, key, limit, func(ctx context.Context) error {
 			var err error
-			res, err = lua.Lock.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), seen).Slice()
+			res, err = lua.Lock.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), string(known)).Slice()
 			return err
 		})
 		if err != nil {
-			return nil, expired, 0, err
+			return lockReply[V]{}, err
 		}
 		status, _ := res[0].(int64)
-		if status != lockGotValue {
-			return nil, expired, int(status), nil
+		if lockStatus(status) != lockGotValue {
+			return lockReply[V]{status: lockStatus(status)}, nil
 		}
 		raw, _ := res[1].(string)
 		pttl, _ := res[2].(int64)
 		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond, false)
 		if e != nil {
-			return e, f, lockGotValue, nil
+			return lockReply[V]{status: lockGotValue, e: e, f: f}, nil
 		}
 		// Undecodable (counted by decodeRedis) or expired in between: go
 		// for the lease past it.
-		seen = seenNothing
+		known = replacingAny
 	}
-	return nil, expired, lockHeld, nil
+	return lockReply[V]{status: lockHeld}, nil
 }

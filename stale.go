@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/stampede-go/stampede/internal/entry"
 )
 
 // freshness is where an entry stands in its life.
@@ -19,14 +21,14 @@ const (
 // judge classifies an entry from its header and the value key's remaining
 // PTTL as the Redis server counts it. It also returns the entry's age and the
 // remaining fresh time.
-func judge(h header, pttl time.Duration) (f freshness, age, freshLeft time.Duration) {
+func judge(h entry.Header, pttl time.Duration) (f freshness, age, freshLeft time.Duration) {
 	if pttl <= 0 {
 		// -1 (no expiry) is never written by this package; -2 is gone.
 		return expired, 0, 0
 	}
-	total := h.ttl + h.stale
+	total := h.TTL + h.Stale
 	age = max(total-pttl, 0)
-	freshLeft = pttl - h.stale
+	freshLeft = pttl - h.Stale
 	switch {
 	case freshLeft > 0:
 		return fresh, age, freshLeft
@@ -74,11 +76,11 @@ func (c *Cache[V]) refreshEarly(ctx context.Context, key string, ld loader[V], e
 	if e.tombstone || !shouldRefreshEarly(e.valueFresh-now, e.delta, c.opts.Beta) {
 		return
 	}
-	seen := seenNothing
+	known := replacingAny
 	if e.id != 0 {
-		seen = idArg(e.id)
+		known = replacingEntry(e.id)
 	}
-	c.refreshInBackground(ctx, key, ld, seen)
+	c.refreshInBackground(ctx, key, ld, known)
 }
 
 // xfetchReach bounds how far before expiry XFetch is tried, in units of

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/entry"
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
@@ -213,7 +214,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	defer c.wg.Done()
 	c.forget(key)
 	ttl, stl := c.opts.TTL, c.opts.Stale
-	var id uint64
+	var id entry.ID
 	if c.rdb != nil {
 		raw, wid, err := c.encodeEntry(v, false, ttl, stl, 0)
 		if err != nil {

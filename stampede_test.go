@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stampede-go/stampede/internal/entry"
 )
 
 func TestNewRejectsBadOptions(t *testing.T) {
@@ -78,7 +80,7 @@ func TestCorruptBytesAreAMiss(t *testing.T) {
 				t.Fatalf("%q: Get = %q, %v with %d loads, want a miss and a load", raw, v, err, l.calls.Load())
 			}
 			got, _ := rdb.Get(ctx, "corrupt:{"+key+"}").Bytes()
-			if _, payload, err := decodeEntry(got); err != nil || string(payload) != "v1:"+key {
+			if _, payload, err := entry.Decode(got); err != nil || string(payload) != "v1:"+key {
 				t.Fatalf("%q: the corrupt entry was not replaced: %q", raw, got)
 			}
 		}
@@ -92,7 +94,7 @@ func TestCorruptJSONIsAMiss(t *testing.T) {
 	type product struct{ Name string }
 	b := mini(t)
 	c := newCache[product](t, b, Options{Namespace: "json", LocalCapacity: -1})
-	b.mr.Set("json:{p}", string(appendEntry(nil, header{ttl: time.Minute}, []byte("{not json"))))
+	b.mr.Set("json:{p}", string(entry.Append(nil, entry.Header{TTL: time.Minute}, []byte("{not json"))))
 	b.mr.SetTTL("json:{p}", time.Minute)
 	p, err := c.Get(context.Background(), "p", func(context.Context, string) (product, error) { return product{"x"}, nil })
 	if err != nil || p.Name != "x" || c.Stats().Corrupt != 1 {
@@ -368,37 +370,6 @@ func TestShouldRefreshEarlyProbability(t *testing.T) {
 	}
 }
 
-func TestEntryRoundTrip(t *testing.T) {
-	h := header{ttl: 1500 * time.Millisecond, stale: time.Hour, delta: 1234 * time.Microsecond}
-	raw := appendEntry(nil, h, []byte("payload"))
-	got, payload, err := decodeEntry(raw)
-	if err != nil || got != h || string(payload) != "payload" {
-		t.Fatalf("decode = %+v %q %v", got, payload, err)
-	}
-	tomb := appendEntry(nil, header{tombstone: true, ttl: time.Second}, nil)
-	if got, _, err := decodeEntry(tomb); err != nil || !got.tombstone {
-		t.Fatalf("tombstone decode = %+v %v", got, err)
-	}
-}
-
-func FuzzDecodeEntry(f *testing.F) {
-	f.Add(appendEntry(nil, header{ttl: time.Second, stale: time.Second, delta: time.Millisecond}, []byte("v")))
-	f.Add(appendEntry(nil, header{tombstone: true, ttl: time.Second}, nil))
-	f.Add([]byte("garbage"))
-	f.Add([]byte{0xA7, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		h, payload, err := decodeEntry(b)
-		if err != nil {
-			return
-		}
-		// Whatever decodes re-encodes to an entry that decodes the same.
-		h2, p2, err := decodeEntry(appendEntry(nil, h, payload))
-		if err != nil || h2 != h || string(p2) != string(payload) {
-			t.Fatalf("round trip: %+v %q -> %+v %q %v", h, payload, h2, p2, err)
-		}
-	})
-}
-
 // Waiters on other nodes are woken by the "filled" message, not by the
 // periodic re-check: with the re-check an hour away, they still return.
 func TestWaitersWokenByNotification(t *testing.T) {
@@ -545,7 +516,7 @@ func TestRefreshSkipsAnEntryRewrittenWithAShorterLife(t *testing.T) {
 		}
 		b.advance(5 * time.Millisecond)
 		raw, _ := rdb.Get(ctx, "rw:{k}").Bytes()
-		old, _, err := decodeEntry(raw)
+		old, _, err := entry.Decode(raw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -560,7 +531,7 @@ func TestRefreshSkipsAnEntryRewrittenWithAShorterLife(t *testing.T) {
 			return v == "v1:k"
 		})
 		// other read "old" before the refresh landed and now tries its own.
-		if err := other.refresh(ctx, "k", loader[string]{plain: l.load}, idArg(old.id)); err != nil {
+		if err := other.refresh(ctx, "k", loader[string]{plain: l.load}, replacingEntry(old.ID)); err != nil {
 			t.Fatal(err)
 		}
 		if n := l.calls.Load(); n != 1 {
