@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/bounded"
 )
 
 // breaker is the circuit that keeps a dead Redis from costing a timeout per
@@ -55,7 +56,7 @@ func unavailable(err error) bool {
 	if err == nil || errors.Is(err, redis.Nil) {
 		return false
 	}
-	if errors.Is(err, errRedisTimeout) || errors.Is(err, redis.ErrClosed) ||
+	if errors.Is(err, bounded.ErrTimeout) || errors.Is(err, redis.ErrClosed) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, context.DeadlineExceeded) {
 		return true

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/bounded"
+	"github.com/stampede-go/stampede/internal/lease"
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
@@ -76,7 +78,7 @@ func NewLocker(rdb redis.UniversalClient, opts LockerOptions) (*Locker, error) {
 	if rdb == nil {
 		return nil, errors.New("stampede: NewLocker: nil Redis client")
 	}
-	l := &Locker{rdb: rdb, ns: opts.Namespace, retry: opts.Retry, runOnceTTL: opts.RunOnceTTL, ctxDeadlines: honorsContext(rdb)}
+	l := &Locker{rdb: rdb, ns: opts.Namespace, retry: opts.Retry, runOnceTTL: opts.RunOnceTTL, ctxDeadlines: bounded.HonorsContext(rdb)}
 	switch r := opts.FenceRetention; {
 	case r == 0:
 		l.retention = DefaultFenceRetention.Milliseconds()
@@ -104,9 +106,9 @@ func NewLocker(rdb redis.UniversalClient, opts LockerOptions) (*Locker, error) {
 // and RunOnce's done marker. The braces make them one hash slot. They cannot
 // collide across keys: only leases end in '}', and a counter or marker names
 // its key in full.
-func (l *Locker) lockKeys(key string) (lease, fence, done string) {
-	lease = l.ns + ":{" + key + "}"
-	return lease, lease + ":fence", lease + ":done"
+func (l *Locker) lockKeys(key string) (lock, fence, done string) {
+	lock = l.ns + ":{" + key + "}"
+	return lock, lock + ":fence", lock + ":done"
 }
 
 func checkLockTTL(ttl time.Duration) error {
@@ -173,15 +175,15 @@ func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retr
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	lease, fence, _ := l.lockKeys(key)
-	value := newLeaseValue()
-	keys := []string{lease, fence}
+	lockKey, fence, _ := l.lockKeys(key)
+	value := lease.NewValue()
+	keys := []string{lockKey, fence}
 	ms := ttl.Milliseconds()
 	var timer *time.Timer
 	for n := 1; ; n++ {
 		start := time.Now()
 		var f int64
-		err := l.acquire(ctx, lease, value, ttl, func(ctx context.Context) (bool, error) {
+		err := l.acquire(ctx, lockKey, value, ttl, func(ctx context.Context) (bool, error) {
 			var err error
 			f, err = lua.Obtain.Run(ctx, l.rdb, keys, value, ms, l.retention).Int64()
 			return f > 0, err
@@ -190,7 +192,7 @@ func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retr
 			return nil, err
 		}
 		if f > 0 {
-			return &Lock{l: l, key: key, rkey: lease, value: value, fence: f, start: start}, nil
+			return &Lock{l: l, key: key, rkey: lockKey, value: value, fence: f, start: start}, nil
 		}
 		wait, again := retry.Backoff(n)
 		if !again {
@@ -215,15 +217,15 @@ func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retr
 // granted after the caller gave up, or whose answer was lost to ctx, is
 // released again: nobody would ever use it, and it would block the key for
 // its whole ttl.
-func (l *Locker) acquire(ctx context.Context, lease, value string, ttl time.Duration, fn func(context.Context) (bool, error)) error {
-	err := bounded(ctx, 0, l.ctxDeadlines, func(ctx context.Context) error {
+func (l *Locker) acquire(ctx context.Context, lockKey, value string, ttl time.Duration, fn func(context.Context) (bool, error)) error {
+	err := bounded.Call(ctx, 0, l.ctxDeadlines, func(ctx context.Context) error {
 		took, err := fn(ctx)
 		if ctx.Err() == nil {
 			return err
 		}
 		if took || err != nil {
 			rctx, cancel := detached(ctx, ttl)
-			_, _ = releaseLease(rctx, l.rdb, lease, value)
+			_, _ = lease.Release(rctx, l.rdb, lockKey, value)
 			cancel()
 		}
 		return fmt.Errorf("%w: %w", errAbandoned, ctx.Err())
@@ -236,7 +238,7 @@ func (l *Locker) acquire(ctx context.Context, lease, value string, ttl time.Dura
 
 // call runs a Redis call for as long as ctx lets it (see bounded).
 func (l *Locker) call(ctx context.Context, fn func(context.Context) error) error {
-	return bounded(ctx, 0, l.ctxDeadlines, fn)
+	return bounded.Call(ctx, 0, l.ctxDeadlines, fn)
 }
 
 // Key returns the key the lock was obtained on, without namespace.
@@ -244,7 +246,7 @@ func (k *Lock) Key() string { return k.key }
 
 // Token returns the lease's 128-bit random token in hex. It identifies this
 // holder in logs and matches the token prefix reported by Locker.Holder.
-func (k *Lock) Token() string { return k.value[:tokenLen] }
+func (k *Lock) Token() string { return k.value[:lease.TokenLen] }
 
 // Fence returns the fencing token of this lease: a number strictly greater
 // than that of every earlier holder of the same key. Pass it to the
@@ -269,7 +271,7 @@ func (k *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	var held bool
 	err := k.l.call(ctx, func(ctx context.Context) error {
 		var err error
-		held, err = extendLease(ctx, k.l.rdb, k.rkey, k.value, ttl)
+		held, err = lease.Extend(ctx, k.l.rdb, k.rkey, k.value, ttl)
 		return err
 	})
 	if err != nil {
@@ -291,7 +293,7 @@ func (k *Lock) Release(ctx context.Context) error {
 	var held bool
 	err := k.l.call(ctx, func(ctx context.Context) error {
 		var err error
-		held, err = releaseLease(ctx, k.l.rdb, k.rkey, k.value)
+		held, err = lease.Release(ctx, k.l.rdb, k.rkey, k.value)
 		return err
 	})
 	if err != nil {
@@ -419,9 +421,13 @@ func LockFromContext(ctx context.Context) (*Lock, bool) {
 	return k, ok
 }
 
-// renew keeps k until ctx ends; see keepLease.
+// renew keeps k until ctx ends (see lease.Keep), and returns an error
+// wrapping ErrLockNotHeld when it could not.
 func (k *Lock) renew(ctx context.Context, ttl time.Duration) error {
-	return keepLease(ctx, k.l.rdb, k.rkey, k.value, ttl, k.start, k.l.ctxDeadlines, nil)
+	if err := lease.Keep(ctx, k.l.rdb, k.rkey, k.value, ttl, k.start, k.l.ctxDeadlines, nil); err != nil {
+		return fmt.Errorf("%w: %w", ErrLockNotHeld, err)
+	}
+	return nil
 }
 
 // LockHolder describes who holds a lock, for health endpoints and logs.
@@ -449,11 +455,11 @@ func (l *Locker) Holder(ctx context.Context, key string) (LockHolder, error) {
 	if err := checkLockKey(key); err != nil {
 		return LockHolder{}, err
 	}
-	lease, fence, _ := l.lockKeys(key)
+	lockKey, fence, _ := l.lockKeys(key)
 	var vals []any
 	err := l.call(ctx, func(ctx context.Context) error {
 		var err error
-		vals, err = lua.Holder.Run(ctx, l.rdb, []string{lease, fence}).Slice()
+		vals, err = lua.Holder.Run(ctx, l.rdb, []string{lockKey, fence}).Slice()
 		return err
 	})
 	if errors.Is(err, redis.Nil) {
@@ -473,7 +479,7 @@ func (l *Locker) Holder(ctx context.Context, key string) (LockHolder, error) {
 		h.TTL = time.Duration(ms) * time.Millisecond
 	}
 	h.Fence, _ = strconv.ParseInt(fenceStr, 10, 64)
-	if m, ok := parseLeaseValue(value); ok {
+	if m, ok := lease.Parse(value); ok {
 		h.Host, h.PID, h.TokenPrefix, h.AcquiredAt = m.Host, m.PID, m.Token[:8], m.AcquiredAt
 	}
 	return h, nil

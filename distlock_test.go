@@ -1,48 +1,9 @@
 package stampede
 
 import (
-	"os"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/stampede-go/stampede/internal/redistest"
 )
-
-func TestLeaseValueRoundTrip(t *testing.T) {
-	before := time.Now().Truncate(time.Millisecond)
-	v := newLeaseValue()
-	m, ok := parseLeaseValue(v)
-	if !ok {
-		t.Fatalf("parseLeaseValue(%q) failed", v)
-	}
-	if len(m.Token) != tokenLen || strings.Trim(m.Token, "0123456789abcdef") != "" {
-		t.Errorf("token %q: want %d hex digits", m.Token, tokenLen)
-	}
-	if m.Host != host() || m.PID != os.Getpid() {
-		t.Errorf("got host %q pid %d, want %q %d", m.Host, m.PID, host(), os.Getpid())
-	}
-	if m.AcquiredAt.Before(before) || m.AcquiredAt.After(time.Now()) {
-		t.Errorf("acquired at %v, want between %v and now", m.AcquiredAt, before)
-	}
-	if w := newLeaseValue(); w[:tokenLen] == v[:tokenLen] {
-		t.Errorf("two lease values share the token %q", v[:tokenLen])
-	}
-}
-
-func TestParseLeaseValueRejectsForeignFormats(t *testing.T) {
-	for _, v := range []string{
-		"",
-		"1",
-		"abc|h|1|2",
-		strings.Repeat("a", tokenLen) + "|h|x|2",
-		strings.Repeat("a", tokenLen) + "|h|1|2|extra",
-	} {
-		if _, ok := parseLeaseValue(v); ok {
-			t.Errorf("parseLeaseValue(%q) accepted a foreign value", v)
-		}
-	}
-}
 
 func TestRetryStrategies(t *testing.T) {
 	if _, again := NoRetry().Backoff(1); again {
@@ -76,39 +37,5 @@ func TestRetryStrategies(t *testing.T) {
 		if d, _ := huge.Backoff(n); d <= 0 {
 			t.Fatalf("Backoff(%d) = %v, want > 0", n, d)
 		}
-	}
-}
-
-// The primitives compare the whole lease value: the same token with other
-// metadata is someone else.
-func TestLeasePrimitivesCompareWholeValue(t *testing.T) {
-	ctx := testCtx(t)
-	rdb := redistest.Start(t).Client(t)
-	v := newLeaseValue()
-	if err := rdb.Set(ctx, "k", v, time.Minute).Err(); err != nil {
-		t.Fatal(err)
-	}
-	forged := v[:tokenLen] + "|elsewhere|1|1"
-	for _, other := range []string{forged, newLeaseValue(), ""} {
-		if held, err := extendLease(ctx, rdb, "k", other, time.Hour); err != nil || held {
-			t.Errorf("extendLease with %q = %v, %v; want false, nil", other, held, err)
-		}
-		if held, err := releaseLease(ctx, rdb, "k", other); err != nil || held {
-			t.Errorf("releaseLease with %q = %v, %v; want false, nil", other, held, err)
-		}
-	}
-	if got := rdb.PTTL(ctx, "k").Val(); got > time.Minute {
-		t.Errorf("foreign extend changed the TTL to %v", got)
-	}
-	if held, err := releaseLease(ctx, rdb, "k", v); err != nil || !held {
-		t.Fatalf("releaseLease by the owner = %v, %v; want true, nil", held, err)
-	}
-	// A release re-sent after its reply was lost is told it released
-	// (invariant 12); other tokens still are not.
-	if held, err := releaseLease(ctx, rdb, "k", v); err != nil || !held {
-		t.Errorf("second releaseLease by the owner = %v, %v; want true, nil", held, err)
-	}
-	if held, err := releaseLease(ctx, rdb, "k", forged); err != nil || held {
-		t.Errorf("releaseLease with a forged token after the owner's = %v, %v; want false, nil", held, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede/internal/entry"
+	"github.com/stampede-go/stampede/internal/lease"
 )
 
 // Invariant 1: one load per key per expiry, fleet-wide, when nothing fails.
@@ -164,7 +165,7 @@ func TestInvariant3_LocksAlwaysExpire(t *testing.T) {
 			c := newCache[string](t, b, Options{Namespace: "inv3b", LockTTL: lockTTL, WaitTimeout: 10 * time.Second})
 			rdb := b.client(t)
 			// A holder that took the lease and died: nobody renews it.
-			if !rdb.SetNX(context.Background(), "inv3b:{k}:lock", newLeaseValue(), lockTTL).Val() {
+			if !rdb.SetNX(context.Background(), "inv3b:{k}:lock", lease.NewValue(), lockTTL).Val() {
 				t.Fatal("could not plant the dead holder's lease")
 			}
 			if b.mr != nil {
@@ -187,32 +188,32 @@ func TestInvariant4_OnlyOwnerReleasesOrExtends(t *testing.T) {
 	onBackends(t, false, func(t *testing.T, b backend) {
 		ctx := context.Background()
 		rdb := b.client(t)
-		mine, theirs := newLeaseValue(), newLeaseValue()
-		m1, ok1 := parseLeaseValue(mine)
-		m2, ok2 := parseLeaseValue(theirs)
+		mine, theirs := lease.NewValue(), lease.NewValue()
+		m1, ok1 := lease.Parse(mine)
+		m2, ok2 := lease.Parse(theirs)
 		if !ok1 || !ok2 || len(m1.Token) != 32 || m1.Token == m2.Token {
 			t.Fatalf("tokens %q %q: want two distinct 128-bit hex tokens", m1.Token, m2.Token)
 		}
 		rdb.Set(ctx, "inv4:{k}:lock", mine, time.Minute)
-		if held, err := extendLease(ctx, rdb, "inv4:{k}:lock", theirs, time.Hour); err != nil || held {
+		if held, err := lease.Extend(ctx, rdb, "inv4:{k}:lock", theirs, time.Hour); err != nil || held {
 			t.Fatalf("a foreign token extended the lease (%v, %v)", held, err)
 		}
-		if held, err := releaseLease(ctx, rdb, "inv4:{k}:lock", theirs); err != nil || held {
+		if held, err := lease.Release(ctx, rdb, "inv4:{k}:lock", theirs); err != nil || held {
 			t.Fatalf("a foreign token released the lease (%v, %v)", held, err)
 		}
 		if rdb.Get(ctx, "inv4:{k}:lock").Val() != mine {
 			t.Fatal("the owner's lease changed")
 		}
-		if held, err := extendLease(ctx, rdb, "inv4:{k}:lock", mine, time.Hour); err != nil || !held {
+		if held, err := lease.Extend(ctx, rdb, "inv4:{k}:lock", mine, time.Hour); err != nil || !held {
 			t.Fatalf("the owner could not extend (%v, %v)", held, err)
 		}
 		if d := rdb.PTTL(ctx, "inv4:{k}:lock").Val(); d < 59*time.Minute {
 			t.Fatalf("PTTL after extend = %v, want about an hour", d)
 		}
-		if held, err := releaseLease(ctx, rdb, "inv4:{k}:lock", mine); err != nil || !held {
+		if held, err := lease.Release(ctx, rdb, "inv4:{k}:lock", mine); err != nil || !held {
 			t.Fatalf("the owner could not release (%v, %v)", held, err)
 		}
-		if held, _ := releaseLease(ctx, rdb, "inv4:{k}:lock", theirs); held {
+		if held, _ := lease.Release(ctx, rdb, "inv4:{k}:lock", theirs); held {
 			t.Fatal("a foreign token released a lease already released")
 		}
 		if rdb.Exists(ctx, "inv4:{k}:lock").Val() != 0 {
@@ -475,7 +476,7 @@ func TestInvariant10_BoundedWaiting(t *testing.T) {
 		rdb := b.client(t)
 		hold := func(ns string) {
 			// A live holder elsewhere whose rebuild never lands.
-			rdb.Set(ctx, ns+":{k}:lock", newLeaseValue(), time.Hour)
+			rdb.Set(ctx, ns+":{k}:lock", lease.NewValue(), time.Hour)
 		}
 		t.Run("load locally", func(t *testing.T) {
 			hold("inv10a")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stampede-go/stampede/internal/entry"
+	"github.com/stampede-go/stampede/internal/lease"
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
@@ -58,14 +59,14 @@ func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V]) (V,
 // loadAndFill runs the loader while holding the lease, renewing it, then
 // writes back through the fenced script (invariants 2 and 3). leased is
 // when the request that took the lease was sent.
-func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], lease string, leased time.Time) (Result[V], error) {
+func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], token string, leased time.Time) (Result[V], error) {
 	c.stats.lockWon.Add(1)
 	gen := c.gens.of(key)
 	kctx, stopKeeping := context.WithCancel(c.closeCtx)
 	kept := make(chan struct{})
 	go func() {
 		defer close(kept)
-		err := keepLease(kctx, c.rdb, c.lockKey(key), lease, c.opts.LockTTL, leased, c.ctxDeadlines,
+		err := lease.Keep(kctx, c.rdb, c.lockKey(key), token, c.opts.LockTTL, leased, c.ctxDeadlines,
 			func() { c.stats.leaseRenewals.Add(1) })
 		if err != nil {
 			// Set or Delete dropped it, it ran out, or Redis stopped
@@ -82,7 +83,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], le
 	if (err != nil && !tombstone) || ent.NoStore {
 		// Never cache an error (invariant 9): drop the lease and wake the
 		// waiters, one of whom will take over.
-		_, _ = c.fill(ctx, key, lease, nil, 0)
+		_, _ = c.fill(ctx, key, token, nil, 0)
 		if err != nil {
 			return Result[V]{}, err
 		}
@@ -94,10 +95,10 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], le
 	}
 	raw, id, eerr := c.encodeEntry(v, tombstone, ttl, stl, delta)
 	if eerr != nil {
-		_, _ = c.fill(ctx, key, lease, nil, 0)
+		_, _ = c.fill(ctx, key, token, nil, 0)
 		return Result[V]{}, eerr
 	}
-	stored, ferr := c.fill(ctx, key, lease, raw, ttl+stl)
+	stored, ferr := c.fill(ctx, key, token, raw, ttl+stl)
 	if stored || ferr != nil { // a refused write-back means newer data exists
 		c.store(key, c.newLocal(v, tombstone, ttl, stl, delta, id), gen)
 	}
@@ -127,11 +128,11 @@ func (c *Cache[V]) encodeEntry(v V, tombstone bool, ttl, stl, delta time.Duratio
 
 // fill runs fill.lua: store raw (nil stores nothing) iff lease still holds,
 // drop the lease, publish "filled".
-func (c *Cache[V]) fill(ctx context.Context, key, lease string, raw []byte, px time.Duration) (bool, error) {
+func (c *Cache[V]) fill(ctx context.Context, key, token string, raw []byte, px time.Duration) (bool, error) {
 	var n int64
 	err := c.call(ctx, key, 0, func(ctx context.Context) error {
 		var err error
-		n, err = lua.Fill.Run(ctx, c.rdb, c.keys(key), lease, raw, pxMillis(px), c.channel, c.message(msgFilled, key)).Int64()
+		n, err = lua.Fill.Run(ctx, c.rdb, c.keys(key), token, raw, pxMillis(px), c.channel, c.message(msgFilled, key)).Int64()
 		return err
 	})
 	if err != nil {
@@ -226,16 +227,16 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], known 
 		_, err := c.withoutRedis(ctx, key, ld)
 		return err
 	}
-	lease := newLeaseValue()
+	token := lease.NewValue()
 	sent := time.Now()
-	got, err := c.readOrLock(ctx, key, lease, known, 0)
+	got, err := c.readOrLock(ctx, key, token, known, 0)
 	if err != nil || got.status != lockWon {
 		return err
 	}
 	if known != replacingNone {
 		c.stats.earlyRefreshes.Add(1)
 	}
-	_, err = c.loadAndFill(ctx, key, ld, lease, sent)
+	_, err = c.loadAndFill(ctx, key, ld, token, sent)
 	return err
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stampede-go/stampede/internal/lease"
 	"github.com/stampede-go/stampede/internal/redistest"
 )
 
@@ -111,11 +112,11 @@ func TestLockObtainReleaseFence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Key() != "job" || len(a.Token()) != tokenLen || a.Fence() < 1 {
-		t.Errorf("got key %q token %q fence %d; want job, %d hex digits, a fence", a.Key(), a.Token(), a.Fence(), tokenLen)
+	if a.Key() != "job" || len(a.Token()) != lease.TokenLen || a.Fence() < 1 {
+		t.Errorf("got key %q token %q fence %d; want job, %d hex digits, a fence", a.Key(), a.Token(), a.Fence(), lease.TokenLen)
 	}
 	// The documented layout: one hash slot, namespace "lock".
-	if v := rdb.Get(ctx, "lock:{job}").Val(); v[:tokenLen] != a.Token() {
+	if v := rdb.Get(ctx, "lock:{job}").Val(); v[:lease.TokenLen] != a.Token() {
 		t.Errorf("lock:{job} holds %q, want token %s", v, a.Token())
 	}
 	if f := rdb.Get(ctx, "lock:{job}:fence").Val(); f != strconv.FormatInt(a.Fence(), 10) {
@@ -190,7 +191,7 @@ func TestLockForeignTokenCannotReleaseOrExtend(t *testing.T) {
 	}
 	// Another holder's view of the same key: a different value, and the
 	// same token with other metadata.
-	for _, value := range []string{newLeaseValue(), own.Token() + "|elsewhere|1|1"} {
+	for _, value := range []string{lease.NewValue(), own.Token() + "|elsewhere|1|1"} {
 		foreign := &Lock{l: l, key: own.key, rkey: own.rkey, value: value}
 		if err := foreign.Release(ctx); !errors.Is(err, ErrLockNotHeld) {
 			t.Errorf("foreign Release: got %v, want ErrLockNotHeld", err)
@@ -317,8 +318,8 @@ func TestHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Host != host() || h.PID != os.Getpid() || h.TokenPrefix != k.Token()[:8] || h.Fence != k.Fence() {
-		t.Errorf("Holder = %+v; want host %q pid %d token prefix %s fence %d", h, host(), os.Getpid(), k.Token()[:8], k.Fence())
+	if h.Host != lease.Host() || h.PID != os.Getpid() || h.TokenPrefix != k.Token()[:8] || h.Fence != k.Fence() {
+		t.Errorf("Holder = %+v; want host %q pid %d token prefix %s fence %d", h, lease.Host(), os.Getpid(), k.Token()[:8], k.Fence())
 	}
 	if h.AcquiredAt.Before(before) || h.AcquiredAt.After(time.Now()) {
 		t.Errorf("AcquiredAt %v, want between %v and now", h.AcquiredAt, before)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/stampede-go/stampede/internal/lease"
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
@@ -43,13 +44,13 @@ func (l *Locker) RunOnce(ctx context.Context, name string, interval time.Duratio
 	if ttl == 0 {
 		ttl = min(interval, 30*time.Second)
 	}
-	lease, fence, done := l.lockKeys(name)
-	value := newLeaseValue()
+	lockKey, fence, done := l.lockKeys(name)
+	value := lease.NewValue()
 	start := time.Now()
 	var res []int64
-	err = l.acquire(ctx, lease, value, ttl, func(ctx context.Context) (bool, error) {
+	err = l.acquire(ctx, lockKey, value, ttl, func(ctx context.Context) (bool, error) {
 		var err error
-		res, err = lua.RunOnce.Run(ctx, l.rdb, []string{lease, fence, done},
+		res, err = lua.RunOnce.Run(ctx, l.rdb, []string{lockKey, fence, done},
 			value, ttl.Milliseconds(), interval.Milliseconds(), l.retention).Int64Slice()
 		return err == nil && len(res) == 2 && res[0] > 0, err
 	})
@@ -63,12 +64,12 @@ func (l *Locker) RunOnce(ctx context.Context, name string, interval time.Duratio
 	if f <= 0 {
 		return false, nil // done in this window (0) or running elsewhere (-1)
 	}
-	k := &Lock{l: l, key: name, rkey: lease, value: value, fence: f, start: start}
+	k := &Lock{l: l, key: name, rkey: lockKey, value: value, fence: f, start: start}
 	markDone := func(ctx context.Context) error {
 		// Kept for two windows: only equality with the current window
 		// counts, so an old marker is harmless until it expires. Marked
 		// only under the lease: a run that lost it leaves the window open.
-		n, err := lua.Done.Run(ctx, l.rdb, []string{lease, done},
+		n, err := lua.Done.Run(ctx, l.rdb, []string{lockKey, done},
 			value, strconv.FormatInt(window, 10), (2 * interval).Milliseconds()).Int64()
 		switch {
 		case err != nil:

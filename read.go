@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede/internal/entry"
+	"github.com/stampede-go/stampede/internal/lease"
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
@@ -184,7 +185,7 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 	slot := c.waiters.acquire(key)
 	defer func() { c.waiters.release(key, slot) }()
 
-	lease := newLeaseValue()
+	token := lease.NewValue()
 	deadline := time.Now().Add(c.opts.WaitTimeout)
 	var recheck *time.Timer
 	woken := false // the last wait ended by a notification
@@ -195,7 +196,7 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 		}
 		gen := c.gens.of(key)
 		sent := time.Now()
-		got, err := c.readOrLock(ctx, key, lease, replacingNone, min(left, c.opts.RedisTimeout))
+		got, err := c.readOrLock(ctx, key, token, replacingNone, min(left, c.opts.RedisTimeout))
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result[V]{}, ctx.Err()
@@ -218,7 +219,7 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 			if recheck != nil {
 				recheck.Stop()
 			}
-			return c.loadAndFill(ctx, key, ld, lease, sent)
+			return c.loadAndFill(ctx, key, ld, token, sent)
 		}
 		if pass == 0 {
 			c.stats.lockContended.Add(1)
@@ -307,12 +308,12 @@ func replacingEntry(id entry.ID) replacing { return replacing(id.Arg()) }
 
 // readOrLock runs lock.lua within limit: the value if there is one to use,
 // else an attempt at the lease.
-func (c *Cache[V]) readOrLock(ctx context.Context, key, lease string, known replacing, limit time.Duration) (lockReply[V], error) {
+func (c *Cache[V]) readOrLock(ctx context.Context, key, token string, known replacing, limit time.Duration) (lockReply[V], error) {
 	for range 2 {
 		var res []any
 		err := c.call(ctx, key, limit, func(ctx context.Context) error {
 			var err error
-			res, err = lua.Lock.Run(ctx, c.rdb, c.keys(key), lease, c.opts.LockTTL.Milliseconds(), string(known)).Slice()
+			res, err = lua.Lock.Run(ctx, c.rdb, c.keys(key), token, c.opts.LockTTL.Milliseconds(), string(known)).Slice()
 			return err
 		})
 		if err != nil {

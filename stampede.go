@@ -11,7 +11,9 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/bounded"
 	"github.com/stampede-go/stampede/internal/entry"
+	"github.com/stampede-go/stampede/internal/lease"
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
@@ -124,7 +126,7 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 		opts:       o,
 		codec:      o.Codec,
 		channel:    o.Namespace + ":events",
-		nodeID:     newLeaseValue()[:nodeIDLen],
+		nodeID:     lease.NewValue()[:nodeIDLen],
 		subs:       make(map[*sub]bool),
 		shards:     make(map[*redis.Client]bool),
 		refreshing: make(map[string]struct{}),
@@ -157,7 +159,7 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 		}
 	}
 	if rdb != nil {
-		c.ctxDeadlines = honorsContext(rdb)
+		c.ctxDeadlines = bounded.HonorsContext(rdb)
 		c.subscribe()
 	}
 	return c, nil

@@ -1,8 +1,7 @@
-package stampede
-
-// The Redis lease shared by the cache's rebuild lock and the public Locker:
-// one token format, one compare-and-extend, one compare-and-delete
-// (invariants 3 and 4), one keeper that renews it.
+// Package lease is the Redis lease shared by the cache's rebuild lock and
+// the public Locker: one token format, one compare-and-extend, one
+// compare-and-delete (invariants 3 and 4), one keeper that renews it.
+package lease
 
 import (
 	"context"
@@ -17,11 +16,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/internal/bounded"
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
-// tokenLen is the length of the random part of a lease value: 128 bits in hex.
-const tokenLen = 32
+// TokenLen is the length of the random part of a lease value: 128 bits in hex.
+const TokenLen = 32
 
 var (
 	hostOnce sync.Once
@@ -29,7 +29,8 @@ var (
 	pidStr   = strconv.Itoa(os.Getpid())
 )
 
-func host() string {
+// Host is this process's host name as lease values carry it.
+func Host() string {
 	hostOnce.Do(func() {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -41,11 +42,11 @@ func host() string {
 	return hostName
 }
 
-// newLeaseValue returns the value stored under a lock key:
+// NewValue returns the value stored under a lock key:
 // "<128-bit random hex token>|<host>|<pid>|<acquired at, unix ms>".
 // The whole value is what release and extend compare, so the metadata costs
 // nothing in safety and lets Holder report who holds a lock.
-func newLeaseValue() string {
+func NewValue() string {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		// crypto/rand does not fail on supported platforms; if it ever does,
@@ -53,12 +54,12 @@ func newLeaseValue() string {
 		panic("stampede: crypto/rand failed: " + err.Error())
 	}
 	var sb strings.Builder
-	sb.Grow(tokenLen + 64)
-	var hx [tokenLen]byte
+	sb.Grow(TokenLen + 64)
+	var hx [TokenLen]byte
 	hex.Encode(hx[:], b[:])
 	sb.Write(hx[:])
 	sb.WriteByte('|')
-	sb.WriteString(host())
+	sb.WriteString(Host())
 	sb.WriteByte('|')
 	sb.WriteString(pidStr)
 	sb.WriteByte('|')
@@ -66,19 +67,19 @@ func newLeaseValue() string {
 	return sb.String()
 }
 
-// leaseMeta is the decoded form of a lease value.
-type leaseMeta struct {
+// Meta is the decoded form of a lease value.
+type Meta struct {
 	Token      string
 	Host       string
 	PID        int
 	AcquiredAt time.Time
 }
 
-// parseLeaseValue decodes a value written by newLeaseValue. ok is false for
+// Parse decodes a value written by NewValue. ok is false for
 // values in any other format.
-func parseLeaseValue(v string) (m leaseMeta, ok bool) {
+func Parse(v string) (m Meta, ok bool) {
 	parts := strings.Split(v, "|")
-	if len(parts) != 4 || len(parts[0]) != tokenLen {
+	if len(parts) != 4 || len(parts[0]) != TokenLen {
 		return m, false
 	}
 	pid, err1 := strconv.Atoi(parts[2])
@@ -86,12 +87,15 @@ func parseLeaseValue(v string) (m leaseMeta, ok bool) {
 	if err1 != nil || err2 != nil {
 		return m, false
 	}
-	return leaseMeta{Token: parts[0], Host: parts[1], PID: pid, AcquiredAt: time.UnixMilli(ms)}, true
+	return Meta{Token: parts[0], Host: parts[1], PID: pid, AcquiredAt: time.UnixMilli(ms)}, true
 }
 
-// extendLease sets the lock's expiry to ttl if it still holds value
+// ErrLost: the lease is gone, or could not be confirmed in time.
+var ErrLost = errors.New("lease lost")
+
+// Extend sets the lock's expiry to ttl if it still holds value
 // (compare-and-extend). held is false when the lease was lost.
-func extendLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.Duration) (held bool, err error) {
+func Extend(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.Duration) (held bool, err error) {
 	n, err := lua.Extend.Run(ctx, rdb, []string{key}, value, ttl.Milliseconds()).Int64()
 	if err != nil {
 		return false, err
@@ -99,11 +103,11 @@ func extendLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl
 	return n == 1, nil
 }
 
-// releaseLease deletes the lock if it still holds value (compare-and-delete).
+// Release deletes the lock if it still holds value (compare-and-delete).
 // held is false when the lease had already been lost. A marker beside the
 // lock remembers the release for what was left of the lease, so a request
 // re-sent after its reply was lost is told it released (invariant 12).
-func releaseLease(ctx context.Context, rdb redis.Scripter, key, value string) (held bool, err error) {
+func Release(ctx context.Context, rdb redis.Scripter, key, value string) (held bool, err error) {
 	n, err := lua.Release.Run(ctx, rdb, []string{key, key + ":released"}, value).Int64()
 	if err != nil {
 		return false, err
@@ -111,16 +115,16 @@ func releaseLease(ctx context.Context, rdb redis.Scripter, key, value string) (h
 	return n == 1, nil
 }
 
-// keepLease renews the lease on key every ttl/3 until ctx ends (invariant
+// Keep renews the lease on key every ttl/3 until ctx ends (invariant
 // 3); the cache's rebuild leases and the Locker's Do and RunOnce all keep
 // theirs with it. lastOK is when the request that took the lease was sent;
 // renewed, if not nil, is called after each renewal.
 //
-// It returns nil when ctx ended, and an error wrapping ErrLockNotHeld when
+// It returns nil when ctx ended, and an error wrapping ErrLost when
 // the lease was found gone, or could not be confirmed while a third of it
 // was left: whatever a renewal does, even hang on a Redis that stopped
 // answering, the holder learns in time that it may no longer hold it.
-func keepLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.Duration,
+func Keep(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.Duration,
 	lastOK time.Time, ctxDeadlines bool, renewed func()) error {
 	interval := max(ttl/3, time.Millisecond)
 	t := time.NewTimer(interval)
@@ -133,20 +137,20 @@ func keepLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl t
 		}
 		giveUp := time.Until(lastOK.Add(ttl - interval))
 		if giveUp <= 0 {
-			return fmt.Errorf("%w: lease %q could not be renewed in time", ErrLockNotHeld, key)
+			return fmt.Errorf("%w: %q not confirmed in time", ErrLost, key)
 		}
 		sent := time.Now()
 		var held bool
-		err := bounded(ctx, giveUp, ctxDeadlines, func(ctx context.Context) error {
-			h, err := extendLease(ctx, rdb, key, value, ttl)
+		err := bounded.Call(ctx, giveUp, ctxDeadlines, func(ctx context.Context) error {
+			h, err := Extend(ctx, rdb, key, value, ttl)
 			held = h
 			return err
 		})
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, errRedisTimeout):
-			return fmt.Errorf("%w: lease %q could not be renewed in time (Redis did not answer)", ErrLockNotHeld, key)
+		case errors.Is(err, bounded.ErrTimeout):
+			return fmt.Errorf("%w: %q not confirmed in time (Redis did not answer)", ErrLost, key)
 		case err == nil && held:
 			lastOK = sent
 			if renewed != nil {
@@ -154,9 +158,9 @@ func keepLease(ctx context.Context, rdb redis.Scripter, key, value string, ttl t
 			}
 			t.Reset(interval)
 		case err == nil:
-			return fmt.Errorf("%w: lease %q was lost", ErrLockNotHeld, key)
+			return fmt.Errorf("%w: %q was released, taken over or expired", ErrLost, key)
 		case time.Since(lastOK) >= ttl-interval:
-			return fmt.Errorf("%w: lease %q could not be renewed: %w", ErrLockNotHeld, key, err)
+			return fmt.Errorf("%w: %q could not be renewed: %w", ErrLost, key, err)
 		default:
 			// A transient error: try again sooner than usual, while the
 			// lease still has at least a third of ttl left.
