@@ -137,7 +137,7 @@ func Keep(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.D
 		}
 		giveUp := time.Until(lastOK.Add(ttl - interval))
 		if giveUp <= 0 {
-			return fmt.Errorf("%w: %q not confirmed in time", ErrLost, key)
+			return fmt.Errorf("%w: %q could not be renewed in time", ErrLost, key)
 		}
 		sent := time.Now()
 		var held bool
@@ -150,7 +150,7 @@ func Keep(ctx context.Context, rdb redis.Scripter, key, value string, ttl time.D
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, bounded.ErrTimeout):
-			return fmt.Errorf("%w: %q not confirmed in time (Redis did not answer)", ErrLost, key)
+			return fmt.Errorf("%w: %q could not be renewed in time (Redis did not answer)", ErrLost, key)
 		case err == nil && held:
 			lastOK = sent
 			if renewed != nil {
