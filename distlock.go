@@ -76,7 +76,7 @@ type Locker struct {
 // Cluster client.
 func NewLocker(rdb redis.UniversalClient, opts LockerOptions) (*Locker, error) {
 	if rdb == nil {
-		return nil, errors.New("stampede: NewLocker: nil Redis client")
+		return nil, fmt.Errorf("%w: NewLocker: nil Redis client", ErrInvalidOptions)
 	}
 	l := &Locker{rdb: rdb, ns: opts.Namespace, retry: opts.Retry, runOnceTTL: opts.RunOnceTTL, ctxDeadlines: bounded.HonorsContext(rdb)}
 	switch r := opts.FenceRetention; {
@@ -89,14 +89,14 @@ func NewLocker(rdb redis.UniversalClient, opts LockerOptions) (*Locker, error) {
 		l.ns = DefaultLockNamespace
 	}
 	if strings.ContainsAny(l.ns, "{}") {
-		return nil, fmt.Errorf("stampede: NewLocker: namespace %q contains a brace", l.ns)
+		return nil, fmt.Errorf("%w: NewLocker: namespace %q contains a brace", ErrInvalidOptions, l.ns)
 	}
 	if l.retry == nil {
 		l.retry = defaultRetry()
 	}
 	if l.runOnceTTL != 0 {
 		if l.runOnceTTL < time.Millisecond {
-			return nil, fmt.Errorf("stampede: NewLocker: RunOnceTTL %v is below 1ms", l.runOnceTTL)
+			return nil, fmt.Errorf("%w: NewLocker: RunOnceTTL %v is below 1ms", ErrInvalidOptions, l.runOnceTTL)
 		}
 	}
 	return l, nil
@@ -113,7 +113,7 @@ func (l *Locker) lockKeys(key string) (lock, fence, done string) {
 
 func checkLockTTL(ttl time.Duration) error {
 	if ttl < time.Millisecond {
-		return fmt.Errorf("stampede: lock ttl %v is below 1ms", ttl)
+		return fmt.Errorf("%w: lock ttl %v is below 1ms", ErrInvalidOptions, ttl)
 	}
 	return nil
 }
@@ -166,7 +166,7 @@ func (l *Locker) Obtain(ctx context.Context, key string, ttl time.Duration, opts
 }
 
 func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retry RetryStrategy) (*Lock, error) {
-	if err := checkLockKey(key); err != nil {
+	if err := checkKey(key, MaxLockKeyLen); err != nil {
 		return nil, err
 	}
 	if err := checkLockTTL(ttl); err != nil {
@@ -359,7 +359,7 @@ func (k *Lock) releaseDetached(ctx context.Context, ttl time.Duration) error {
 // and stack.
 func (l *Locker) Do(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) error) error {
 	if fn == nil {
-		return errors.New("stampede: Do: nil fn")
+		return fmt.Errorf("%w: Do was given a nil fn", ErrNilLoader)
 	}
 	k, err := l.obtain(ctx, key, ttl, l.retry)
 	if err != nil {
@@ -452,7 +452,7 @@ type LockHolder struct {
 // Holder reports who holds the lock on key, read in one step. It returns
 // ErrLockNotHeld when the lock is free.
 func (l *Locker) Holder(ctx context.Context, key string) (LockHolder, error) {
-	if err := checkLockKey(key); err != nil {
+	if err := checkKey(key, MaxLockKeyLen); err != nil {
 		return LockHolder{}, err
 	}
 	lockKey, fence, _ := l.lockKeys(key)

@@ -13,12 +13,15 @@ var (
 	// ErrWaitTimeout: another node's rebuild did not land within
 	// Options.WaitTimeout and the policy is WaitReturnError.
 	ErrWaitTimeout = errors.New("stampede: timed out waiting for another node's rebuild")
-	// ErrInvalidKey: the key is empty, longer than Options.MaxKeyLen, or
-	// starts with '}' (which would split its Redis keys across hash slots).
+	// ErrInvalidKey: the key is empty, longer than Options.MaxKeyLen (a
+	// lock key: MaxLockKeyLen), or starts with '}' (which would split its
+	// Redis keys across hash slots); or ObtainMany got no key, or one twice.
 	ErrInvalidKey = errors.New("stampede: invalid key")
-	// ErrNilLoader: Get or Fetch was called with a nil loader.
+	// ErrNilLoader: Get or Fetch was called with a nil loader, or Do or
+	// RunOnce with a nil fn.
 	ErrNilLoader = errors.New("stampede: nil loader")
-	// ErrInvalidOptions: New was given options that make no sense.
+	// ErrInvalidOptions: New or NewLocker was given options that make no
+	// sense, or a Locker call a ttl or interval below a millisecond.
 	ErrInvalidOptions = errors.New("stampede: invalid options")
 	// ErrRedisUnavailable wraps Redis errors when FailClosed is set, and Set
 	// and Delete errors always.

@@ -1,19 +1,22 @@
 package stampede
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
 
-func (c *Cache[V]) checkKey(key string) error {
+// checkKey applies the rules of every key, cache or lock: not empty, at
+// most maxLen bytes, and not starting with '}', which would give its Redis
+// keys an empty hash tag, so Cluster would hash each whole and split them
+// across slots.
+func checkKey(key string, maxLen int) error {
 	switch {
 	case key == "":
 		return fmt.Errorf("%w: empty key", ErrInvalidKey)
-	case len(key) > c.opts.MaxKeyLen:
-		return fmt.Errorf("%w: key of %d bytes is longer than MaxKeyLen (%d)", ErrInvalidKey, len(key), c.opts.MaxKeyLen)
+	case len(key) > maxLen:
+		return fmt.Errorf("%w: key of %d bytes is longer than %d", ErrInvalidKey, len(key), maxLen)
 	case key[0] == '}':
-		return fmt.Errorf("%w: key starts with '}'", ErrInvalidKey)
+		return fmt.Errorf("%w: key %q starts with '}'", ErrInvalidKey, key)
 	}
 	return nil
 }
@@ -32,17 +35,3 @@ func (c *Cache[V]) keys(key string) []string {
 }
 
 func pxMillis(d time.Duration) int64 { return max(d.Milliseconds(), 1) }
-
-func checkLockKey(key string) error {
-	switch {
-	case key == "":
-		return errors.New("stampede: empty lock key")
-	case len(key) > MaxLockKeyLen:
-		return fmt.Errorf("stampede: lock key is %d bytes, longer than %d", len(key), MaxLockKeyLen)
-	case key[0] == '}':
-		// "ns:{}..." has an empty hash tag, so Cluster would hash the whole
-		// key and put the lease and its fence counter in different slots.
-		return fmt.Errorf("stampede: lock key %q starts with '}'", key)
-	}
-	return nil
-}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stampede-go/stampede/internal/lease"
@@ -49,57 +51,55 @@ func TestLockerBadInput(t *testing.T) {
 	cancel()
 	noop := func(context.Context) error { return nil }
 
-	if _, err := NewLocker(nil, LockerOptions{}); err == nil {
-		t.Error("NewLocker(nil) succeeded")
-	}
+	_, err := NewLocker(nil, LockerOptions{})
+	require.ErrorIs(t, err, ErrInvalidOptions, "NewLocker(nil)")
 	for _, ns := range []string{"a{b", "a}b", "{x}"} {
-		if _, err := NewLocker(rdb, LockerOptions{Namespace: ns}); err == nil {
-			t.Errorf("NewLocker accepted namespace %q", ns)
-		}
+		_, err := NewLocker(rdb, LockerOptions{Namespace: ns})
+		require.ErrorIs(t, err, ErrInvalidOptions, "namespace %q", ns)
 	}
-	if _, err := NewLocker(rdb, LockerOptions{RunOnceTTL: -time.Second}); err == nil {
-		t.Error("NewLocker accepted a negative RunOnceTTL")
-	}
+	_, err = NewLocker(rdb, LockerOptions{RunOnceTTL: -time.Second})
+	require.ErrorIs(t, err, ErrInvalidOptions, "negative RunOnceTTL")
 	l := newTestLocker(t, rdb, LockerOptions{})
 
 	long := strings.Repeat("k", MaxLockKeyLen+1)
 	tests := []struct {
 		name string
 		call func() error
-		want string // substring of the error
+		is   error  // the sentinel the error wraps
+		want string // and a substring of it
 	}{
-		{"empty key", func() error { _, err := l.Obtain(ctx, "", time.Second); return err }, "empty lock key"},
-		{"long key", func() error { _, err := l.Obtain(ctx, long, time.Second); return err }, "longer than 1024"},
-		{"key starting with brace", func() error { _, err := l.Obtain(ctx, "}a", time.Second); return err }, "starts with '}'"},
-		{"zero ttl", func() error { _, err := l.Obtain(ctx, "k", 0); return err }, "below 1ms"},
-		{"negative ttl", func() error { _, err := l.Obtain(ctx, "k", -time.Second); return err }, "below 1ms"},
-		{"sub-millisecond ttl", func() error { _, err := l.Obtain(ctx, "k", time.Microsecond); return err }, "below 1ms"},
-		{"cancelled ctx", func() error { _, err := l.Obtain(cancelled, "k", time.Second); return err }, "context canceled"},
-		{"Do nil fn", func() error { return l.Do(ctx, "k", time.Second, nil) }, "nil fn"},
-		{"Do empty key", func() error { return l.Do(ctx, "", time.Second, noop) }, "empty lock key"},
-		{"Do zero ttl", func() error { return l.Do(ctx, "k", 0, noop) }, "below 1ms"},
-		{"Do cancelled ctx", func() error { return l.Do(cancelled, "k", time.Second, noop) }, "context canceled"},
-		{"RunOnce nil fn", func() error { _, err := l.RunOnce(ctx, "k", time.Second, nil); return err }, "nil fn"},
-		{"RunOnce empty name", func() error { _, err := l.RunOnce(ctx, "", time.Second, noop); return err }, "empty lock key"},
-		{"RunOnce zero interval", func() error { _, err := l.RunOnce(ctx, "k", 0, noop); return err }, "below 1ms"},
-		{"RunOnce cancelled ctx", func() error { _, err := l.RunOnce(cancelled, "k", time.Second, noop); return err }, "context canceled"},
-		{"ObtainMany no keys", func() error { _, err := l.ObtainMany(ctx, nil, time.Second); return err }, "no keys"},
-		{"ObtainMany duplicate", func() error { _, err := l.ObtainMany(ctx, []string{"a", "b", "a"}, time.Second); return err }, `duplicate key "a"`},
-		{"ObtainMany empty key", func() error { _, err := l.ObtainMany(ctx, []string{"a", ""}, time.Second); return err }, "empty lock key"},
-		{"ObtainMany zero ttl", func() error { _, err := l.ObtainMany(ctx, []string{"a"}, 0); return err }, "below 1ms"},
-		{"ObtainMany cancelled ctx", func() error { _, err := l.ObtainMany(cancelled, []string{"a"}, time.Second); return err }, "context canceled"},
-		{"Holder empty key", func() error { _, err := l.Holder(ctx, ""); return err }, "empty lock key"},
-		{"Refresh zero ttl", func() error { return (&Lock{l: l, key: "k"}).Refresh(ctx, 0) }, "below 1ms"},
+		{"empty key", func() error { _, err := l.Obtain(ctx, "", time.Second); return err }, ErrInvalidKey, "empty key"},
+		{"long key", func() error { _, err := l.Obtain(ctx, long, time.Second); return err }, ErrInvalidKey, "longer than 1024"},
+		{"key starting with brace", func() error { _, err := l.Obtain(ctx, "}a", time.Second); return err }, ErrInvalidKey, "starts with '}'"},
+		{"zero ttl", func() error { _, err := l.Obtain(ctx, "k", 0); return err }, ErrInvalidOptions, "below 1ms"},
+		{"negative ttl", func() error { _, err := l.Obtain(ctx, "k", -time.Second); return err }, ErrInvalidOptions, "below 1ms"},
+		{"sub-millisecond ttl", func() error { _, err := l.Obtain(ctx, "k", time.Microsecond); return err }, ErrInvalidOptions, "below 1ms"},
+		{"cancelled ctx", func() error { _, err := l.Obtain(cancelled, "k", time.Second); return err }, context.Canceled, "context canceled"},
+		{"Do nil fn", func() error { return l.Do(ctx, "k", time.Second, nil) }, ErrNilLoader, "nil fn"},
+		{"Do empty key", func() error { return l.Do(ctx, "", time.Second, noop) }, ErrInvalidKey, "empty key"},
+		{"Do zero ttl", func() error { return l.Do(ctx, "k", 0, noop) }, ErrInvalidOptions, "below 1ms"},
+		{"Do cancelled ctx", func() error { return l.Do(cancelled, "k", time.Second, noop) }, context.Canceled, "context canceled"},
+		{"RunOnce nil fn", func() error { _, err := l.RunOnce(ctx, "k", time.Second, nil); return err }, ErrNilLoader, "nil fn"},
+		{"RunOnce empty name", func() error { _, err := l.RunOnce(ctx, "", time.Second, noop); return err }, ErrInvalidKey, "empty key"},
+		{"RunOnce zero interval", func() error { _, err := l.RunOnce(ctx, "k", 0, noop); return err }, ErrInvalidOptions, "below 1ms"},
+		{"RunOnce cancelled ctx", func() error { _, err := l.RunOnce(cancelled, "k", time.Second, noop); return err }, context.Canceled, "context canceled"},
+		{"ObtainMany no keys", func() error { _, err := l.ObtainMany(ctx, nil, time.Second); return err }, ErrInvalidKey, "no keys"},
+		{"ObtainMany duplicate", func() error { _, err := l.ObtainMany(ctx, []string{"a", "b", "a"}, time.Second); return err }, ErrInvalidKey, `duplicate key "a"`},
+		{"ObtainMany empty key", func() error { _, err := l.ObtainMany(ctx, []string{"a", ""}, time.Second); return err }, ErrInvalidKey, "empty key"},
+		{"ObtainMany zero ttl", func() error { _, err := l.ObtainMany(ctx, []string{"a"}, 0); return err }, ErrInvalidOptions, "below 1ms"},
+		{"ObtainMany cancelled ctx", func() error { _, err := l.ObtainMany(cancelled, []string{"a"}, time.Second); return err }, context.Canceled, "context canceled"},
+		{"Holder empty key", func() error { _, err := l.Holder(ctx, ""); return err }, ErrInvalidKey, "empty key"},
+		{"Refresh zero ttl", func() error { return (&Lock{l: l, key: "k"}).Refresh(ctx, 0) }, ErrInvalidOptions, "below 1ms"},
 	}
 	for _, tt := range tests {
-		err := tt.call()
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: got error %v, want one containing %q", tt.name, err, tt.want)
-			continue
-		}
-		if !strings.HasPrefix(err.Error(), "stampede: ") && !errors.Is(err, context.Canceled) {
-			t.Errorf("%s: error %q lacks the package prefix", tt.name, err)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			require.ErrorIs(t, err, tt.is)
+			require.ErrorContains(t, err, tt.want)
+			if !errors.Is(err, context.Canceled) {
+				require.True(t, strings.HasPrefix(err.Error(), "stampede: "), "error %q lacks the package prefix", err)
+			}
+		})
 	}
 }
 

@@ -23,14 +23,14 @@ import (
 // duplicates.
 func (l *Locker) ObtainMany(ctx context.Context, keys []string, ttl time.Duration) ([]*Lock, error) {
 	if len(keys) == 0 {
-		return nil, errors.New("stampede: ObtainMany: no keys")
+		return nil, fmt.Errorf("%w: ObtainMany: no keys", ErrInvalidKey)
 	}
 	if err := checkLockTTL(ttl); err != nil {
 		return nil, err
 	}
 	order := make([]int, len(keys))
 	for i, key := range keys {
-		if err := checkLockKey(key); err != nil {
+		if err := checkKey(key, MaxLockKeyLen); err != nil {
 			return nil, err
 		}
 		order[i] = i
@@ -38,7 +38,7 @@ func (l *Locker) ObtainMany(ctx context.Context, keys []string, ttl time.Duratio
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
 	for i := 1; i < len(order); i++ {
 		if keys[order[i]] == keys[order[i-1]] {
-			return nil, fmt.Errorf("stampede: ObtainMany: duplicate key %q", keys[order[i]])
+			return nil, fmt.Errorf("%w: ObtainMany: duplicate key %q", ErrInvalidKey, keys[order[i]])
 		}
 	}
 

@@ -2,7 +2,6 @@ package stampede
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -29,13 +28,13 @@ import (
 // name is a lock key: RunOnce excludes Obtain and Do on the same name.
 func (l *Locker) RunOnce(ctx context.Context, name string, interval time.Duration, fn func(ctx context.Context) error) (ran bool, err error) {
 	if fn == nil {
-		return false, errors.New("stampede: RunOnce: nil fn")
+		return false, fmt.Errorf("%w: RunOnce was given a nil fn", ErrNilLoader)
 	}
-	if err := checkLockKey(name); err != nil {
+	if err := checkKey(name, MaxLockKeyLen); err != nil {
 		return false, err
 	}
 	if interval < time.Millisecond {
-		return false, fmt.Errorf("stampede: RunOnce: interval %v is below 1ms", interval)
+		return false, fmt.Errorf("%w: RunOnce: interval %v is below 1ms", ErrInvalidOptions, interval)
 	}
 	if err := ctx.Err(); err != nil {
 		return false, err

@@ -14,7 +14,7 @@ import (
 
 // fetch is the pipeline; l1 is key's L1 entry as the caller found it, or nil.
 func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *localEntry[V]) (Result[V], error) {
-	if err := c.checkKey(key); err != nil {
+	if err := checkKey(key, c.opts.MaxKeyLen); err != nil {
 		return Result[V]{}, err
 	}
 	// 1. L1.

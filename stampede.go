@@ -207,7 +207,7 @@ func (c *Cache[V]) Fetch(ctx context.Context, key string, load func(ctx context.
 // rebuild already in flight cannot overwrite v with older data (invariant 2),
 // and evicts key from L1 on every other node.
 func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
-	if err := c.checkKey(key); err != nil {
+	if err := checkKey(key, c.opts.MaxKeyLen); err != nil {
 		return err
 	}
 	if !c.enter() {
@@ -237,7 +237,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 // Delete removes key from Redis and from L1 on every node, and drops any
 // rebuild lease so that a rebuild already in flight cannot write back.
 func (c *Cache[V]) Delete(ctx context.Context, key string) error {
-	if err := c.checkKey(key); err != nil {
+	if err := checkKey(key, c.opts.MaxKeyLen); err != nil {
 		return err
 	}
 	if !c.enter() {
