@@ -111,10 +111,11 @@ const (
 	defaultRedisTO     = time.Second
 )
 
-// withDefaults validates o and fills in its zero fields.
-func (o Options) withDefaults() (Options, error) {
-	bad := func(format string, a ...any) (Options, error) {
-		return o, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, a...)...)
+// validate reports the first field of o that makes no sense, wrapping
+// ErrInvalidOptions.
+func (o Options) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, a...)...)
 	}
 	if strings.ContainsAny(o.Namespace, "{}") {
 		return bad("namespace %q contains a brace", o.Namespace)
@@ -135,6 +136,14 @@ func (o Options) withDefaults() (Options, error) {
 	if o.OnWaitTimeout > WaitReturnError {
 		return bad("unknown OnWaitTimeout %d", o.OnWaitTimeout)
 	}
+	if o.LockTTL != 0 && o.LockTTL < 3*time.Millisecond {
+		return bad("LockTTL %v is too short to renew", o.LockTTL)
+	}
+	return nil
+}
+
+// setDefaults fills in the zero fields of o with their documented defaults.
+func (o *Options) setDefaults() {
 	if o.Namespace == "" {
 		o.Namespace = defaultNamespace
 	}
@@ -143,9 +152,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.LockTTL == 0 {
 		o.LockTTL = defaultLockTTL
-	}
-	if o.LockTTL < 3*time.Millisecond {
-		return bad("LockTTL %v is too short to renew", o.LockTTL)
 	}
 	if o.Recheck == 0 {
 		o.Recheck = defaultRecheck
@@ -174,5 +180,4 @@ func (o Options) withDefaults() (Options, error) {
 	if o.RedisTimeout == 0 {
 		o.RedisTimeout = defaultRedisTO
 	}
-	return o, nil
 }

@@ -117,10 +117,11 @@ type Cache[V any] struct {
 // made of L1 and in-process single-flight only. Close releases what New
 // starts.
 func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
-	o, err := opts.withDefaults()
-	if err != nil {
+	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	o := opts
+	o.setDefaults()
 	c := &Cache[V]{
 		rdb:        rdb,
 		opts:       o,
@@ -147,6 +148,7 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 	c.closeCtx, c.closeFn = context.WithCancel(context.Background())
 	clock.acquire()
 	if o.LocalCapacity > 0 {
+		var err error
 		c.l1, err = ristretto.NewCache(&ristretto.Config[string, *localEntry[V]]{
 			NumCounters:        int64(o.LocalCapacity) * 10,
 			MaxCost:            int64(o.LocalCapacity),

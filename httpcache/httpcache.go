@@ -34,10 +34,10 @@ type Middleware struct {
 // releases what New starts. Invalid options give an error wrapping
 // stampede.ErrInvalidOptions.
 func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
-	opts, err := opts.withDefaults()
-	if err != nil {
+	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	opts.setDefaults()
 	m := &Middleware{opts: opts, statuses: make(map[int]bool, len(opts.CacheableStatuses)),
 		statusName: statusName(opts.CacheStatusName)}
 	for _, s := range opts.CacheableStatuses {

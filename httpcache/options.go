@@ -105,10 +105,11 @@ const (
 	invalidateTimeout    = 5 * time.Second
 )
 
-// withDefaults validates o and fills in its zero fields.
-func (o Options) withDefaults() (Options, error) {
-	bad := func(format string, a ...any) (Options, error) {
-		return o, fmt.Errorf("%w: "+format, append([]any{stampede.ErrInvalidOptions}, a...)...)
+// validate reports the first field of o that makes no sense, wrapping
+// stampede.ErrInvalidOptions.
+func (o Options) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{stampede.ErrInvalidOptions}, a...)...)
 	}
 	switch {
 	case o.MaxBodySize < 0 || o.DefaultTTL < 0 || o.HitForMissTTL < 0 || o.StaleOnError < 0:
@@ -126,6 +127,12 @@ func (o Options) withDefaults() (Options, error) {
 			return bad("CacheStatusName %q has a character Cache-Status cannot carry", o.CacheStatusName)
 		}
 	}
+	return nil
+}
+
+// setDefaults fills in the zero fields of o with their documented
+// defaults, and clamps lifetimes to what an entry can carry.
+func (o *Options) setDefaults() {
 	if o.Namespace == "" {
 		o.Namespace = defaultNamespace
 	}
@@ -153,7 +160,6 @@ func (o Options) withDefaults() (Options, error) {
 	o.DefaultTTL = clampDuration(o.DefaultTTL)
 	o.StaleOnError = clampDuration(o.StaleOnError)
 	o.HitForMissTTL = clampDuration(o.HitForMissTTL)
-	return o, nil
 }
 
 // statusName is the cache's identifier in Cache-Status: an sf-token when
