@@ -169,7 +169,7 @@ func (m *Middleware) execute(ctx context.Context, c *call) *outcome {
 // with ctx's values that ctx's end cancels, and classifies the response.
 // A HEAD runs as a GET, so that the stored entry has the GET's body.
 func (m *Middleware) run(ctx context.Context, c *call, prev *entry) *outcome {
-	hctx, _, relink, stop := detachFrom(ctx, c.r.Context())
+	hctx, relink, stop := detachFrom(ctx, c.r.Context())
 	r2 := c.r.Clone(hctx)
 	r2.Method = http.MethodGet
 	r2.Body = http.NoBody
@@ -244,8 +244,8 @@ func (m *Middleware) run(ctx context.Context, c *call, prev *entry) *outcome {
 // detachFrom returns a context for a handler run: ctx's values, cancelled
 // when ctx ends, and a relink function that cuts it loose from ctx and ties
 // it to until instead.
-func detachFrom(ctx, until context.Context) (hctx context.Context, cancel context.CancelCauseFunc, relink func() error, stop func()) {
-	hctx, cancel = context.WithCancelCause(context.WithoutCancel(ctx))
+func detachFrom(ctx, until context.Context) (hctx context.Context, relink func() error, stop func()) {
+	hctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	unlink := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
 	var mu sync.Mutex
 	var stopUntil func() bool
@@ -267,5 +267,5 @@ func detachFrom(ctx, until context.Context) (hctx context.Context, cancel contex
 		mu.Unlock()
 		cancel(nil)
 	}
-	return hctx, cancel, relink, stop
+	return hctx, relink, stop
 }
