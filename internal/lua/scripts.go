@@ -32,14 +32,14 @@ var (
 
 // The Locker.
 var (
-	// Obtain takes a lock and raises its fence (lock_obtain.lua).
-	Obtain = redis.NewScript(lockObtainSrc)
+	// Obtain takes a lock and raises its fence (take.lua, lock_obtain.lua).
+	Obtain = redis.NewScript(takeSrc + lockObtainSrc)
 	// TTL is a lock's remaining time, for its holder (lock_ttl.lua).
 	TTL = redis.NewScript(lockTTLSrc)
 	// Holder reads who holds a lock (lock_holder.lua).
 	Holder = redis.NewScript(lockHolderSrc)
-	// RunOnce starts a window's run (lock_runonce.lua).
-	RunOnce = redis.NewScript(lockRunOnceSrc)
+	// RunOnce starts a window's run (take.lua, lock_runonce.lua).
+	RunOnce = redis.NewScript(takeSrc + lockRunOnceSrc)
 	// Done marks a window done under the lease (lock_done.lua).
 	Done = redis.NewScript(lockDoneSrc)
 )
@@ -55,6 +55,8 @@ var (
 	extendSrc string
 	//go:embed release.lua
 	releaseSrc string
+	//go:embed take.lua
+	takeSrc string
 	//go:embed lock_obtain.lua
 	lockObtainSrc string
 	//go:embed lock_ttl.lua
