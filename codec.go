@@ -4,11 +4,7 @@ import "encoding/json"
 
 func (c *Cache[V]) encode(v V) (b []byte, err error) {
 	if c.codec != nil {
-		defer func() {
-			if p := recover(); p != nil {
-				err = newPanicError(p)
-			}
-		}()
+		defer catch(&err)
 		return c.codec.Marshal(v)
 	}
 	switch x := any(v).(type) {
@@ -22,11 +18,7 @@ func (c *Cache[V]) encode(v V) (b []byte, err error) {
 
 func (c *Cache[V]) decode(b []byte) (v V, err error) {
 	if c.codec != nil {
-		defer func() {
-			if p := recover(); p != nil {
-				err = newPanicError(p)
-			}
-		}()
+		defer catch(&err)
 		err = c.codec.Unmarshal(b, &v)
 		return v, err
 	}

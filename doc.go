@@ -1,6 +1,8 @@
 // Package stampede protects a database from cache stampedes across a fleet
 // of servers sharing one Redis.
 //
+// # Cache
+//
 // When a hot key expires and every instance misses at once, a Cache makes
 // the database see one query:
 //
@@ -30,4 +32,33 @@
 // Get takes a plain loader; Fetch takes one that can set a value's TTL and
 // stale window or refuse storage, and reports where the value came from.
 // A Cache over a nil client is a single-process cache with the same API.
+//
+// # Locker
+//
+// The rebuild lease is also a standalone lock: Locker.Obtain, Lock.Refresh
+// and Lock.Release, Locker.Do (which renews the lease while fn runs),
+// Locker.RunOnce (a cron job once per window, fleet-wide),
+// Locker.ObtainMany and Locker.Holder. Lock.Fence is a fencing token for
+// the resources a lock guards.
+//
+// # HTTP
+//
+// Package httpcache puts the same pipeline in front of any http.Handler as
+// a shared cache in the sense of RFC 9111.
+//
+// # Where things are
+//
+// The front door (Cache, New, Get, Fetch, Set, Delete, Close, Entry,
+// Result) is stampede.go, its options options.go and its errors errors.go.
+// A Get's way through the pipeline is in read.go (L1, the Redis read, the
+// lease and the wait) and load.go (the loader call, the fenced write-back,
+// background refreshes); stale.go judges freshness and serves stale copies
+// and XFetch; local.go is L1, notify.go the pub/sub subscription and the
+// waiters, gaps.go the detection of lost messages, breaker.go the circuit
+// breaker, rediscall.go the Redis calls under the library's deadline,
+// flight.go the in-process single-flight and the one place user code is
+// called and its panics caught. The Locker is distlock.go, lockdo.go,
+// lockonce.go and lockmany.go. Below internal/: the lease shared by both
+// (lease), the stored entry's format (entry), every Lua script (lua), and
+// the deadline for one Redis call (bounded).
 package stampede

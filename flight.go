@@ -43,14 +43,19 @@ func (f *flight[R]) do(ctx context.Context, key string, fn func(context.Context)
 // one in flight.
 func (f *flight[R]) forget(key string) { f.g.Forget(key) }
 
+// catch is the one panic catcher: deferred by the function whose panic it
+// must stop (as "defer catch(&err)"), it turns the panic into a
+// *PanicError in *err, keeping the value and the stack (invariant 7).
+func catch(err *error) {
+	if v := recover(); v != nil {
+		*err = newPanicError(v)
+	}
+}
+
 // recovered calls fn and turns a panic into a *PanicError. singleflight's
 // DoChan would otherwise re-panic on a fresh goroutine and kill the process.
 func recovered[R any](ctx context.Context, fn func(context.Context) (R, error)) (r R, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = newPanicError(v)
-		}
-	}()
+	defer catch(&err)
 	return fn(ctx)
 }
 
@@ -95,21 +100,12 @@ type callResult[R any] struct {
 func callSafely[R any](ctx context.Context, fn func(context.Context) (R, error)) (R, error) {
 	done := make(chan callResult[R], 1)
 	go func() {
-		normal := false
-		defer func() {
-			if normal {
-				return
-			}
-			if v := recover(); v != nil {
-				done <- callResult[R]{err: newPanicError(v)}
-				return
-			}
-			// Neither a return nor a panic: runtime.Goexit.
-			done <- callResult[R]{err: errGoexit}
-		}()
-		r, err := fn(ctx)
-		normal = true
-		done <- callResult[R]{r: r, err: err}
+		// Neither a return nor a panic leaves errGoexit: runtime.Goexit
+		// runs the deferred calls, and recover finds nothing.
+		res := callResult[R]{err: errGoexit}
+		defer func() { done <- res }()
+		defer catch(&res.err)
+		res.r, res.err = fn(ctx)
 	}()
 	select {
 	case res := <-done:
