@@ -14,15 +14,19 @@ import (
 // maxRefreshErrs bounds the failed refreshes remembered for Result.LoadErr.
 const maxRefreshErrs = 1024
 
-// loader holds one of the two loader shapes without allocating a closure on
-// the hit path.
+// loader holds one of the three loader shapes without allocating a closure
+// on the hit path.
 type loader[V any] struct {
 	plain func(context.Context, string) (V, error)
 	full  func(context.Context, string) (V, Entry, error)
+	prev  func(context.Context, string, Prev[V]) (V, Entry, error)
 }
 
-func (l loader[V]) call(ctx context.Context, key string) (V, Entry, error) {
-	if l.full != nil {
+func (l loader[V]) call(ctx context.Context, key string, prev Prev[V]) (V, Entry, error) {
+	switch {
+	case l.prev != nil:
+		return l.prev(ctx, key, prev)
+	case l.full != nil:
 		return l.full(ctx, key)
 	}
 	v, err := l.plain(ctx, key)
@@ -35,9 +39,14 @@ type loadOut[V any] struct {
 	ent Entry
 }
 
-// callLoader runs the loader safely with its own timeout.
-func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V]) (V, Entry, time.Duration, error) {
+// callLoader runs the loader safely with its own timeout. prev is the value
+// the load replaces, if any.
+func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V], prev *localEntry[V]) (V, Entry, time.Duration, error) {
 	c.stats.loads.Add(1)
+	var p Prev[V]
+	if prev != nil && !prev.tombstone {
+		p = Prev[V]{Value: prev.v, OK: true, Age: c.now() - prev.loadedAt}
+	}
 	cctx, cancelClosed := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(c.closeCtx, func() { cancelClosed(ErrClosed) })
 	defer stop()
@@ -46,7 +55,7 @@ func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V]) (V,
 	defer cancel()
 	start := time.Now()
 	out, err := callSafely(lctx, func(ctx context.Context) (loadOut[V], error) {
-		v, ent, err := ld.call(ctx, key)
+		v, ent, err := ld.call(ctx, key, p)
 		return loadOut[V]{v, ent}, err
 	})
 	var pe *PanicError
@@ -58,8 +67,9 @@ func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V]) (V,
 
 // loadAndFill runs the loader while holding the lease, renewing it, then
 // writes back through the fenced script (invariants 2 and 3). leased is
-// when the request that took the lease was sent.
-func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], token string, leased time.Time) (Result[V], error) {
+// when the request that took the lease was sent; prev is the value the load
+// replaces, if any.
+func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], token string, leased time.Time, prev *localEntry[V]) (Result[V], error) {
 	c.stats.lockWon.Add(1)
 	gen := c.gens.of(key)
 	kctx, stopKeeping := context.WithCancel(c.closeCtx)
@@ -75,7 +85,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], to
 			c.report(key, err)
 		}
 	}()
-	v, ent, delta, err := c.callLoader(ctx, key, ld)
+	v, ent, delta, err := c.callLoader(ctx, key, ld, prev)
 	stopKeeping()
 	<-kept // no renewal after the load ends (invariant 3)
 
@@ -90,15 +100,17 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], to
 		return Result[V]{Value: v, Source: SourceLoader}, nil
 	}
 	ttl, stl := c.entryTTLs(ent)
+	h := entry.Header{TTL: ttl, Stale: stl, Delta: delta, Keep: max(ent.Keep, 0)}
 	if tombstone {
 		v, ttl, stl = zero[V](), c.opts.NotFoundTTL, 0
+		h = entry.Header{Tombstone: true, TTL: ttl}
 	}
-	raw, id, eerr := c.encodeEntry(v, tombstone, ttl, stl, delta)
+	raw, id, eerr := c.encodeEntry(v, h)
 	if eerr != nil {
 		_, _ = c.fill(ctx, key, token, nil, 0)
 		return Result[V]{}, eerr
 	}
-	stored, ferr := c.fill(ctx, key, token, raw, ttl+stl)
+	stored, ferr := c.fill(ctx, key, token, raw, h.TTL+h.Stale+h.Keep)
 	if stored || ferr != nil { // a refused write-back means newer data exists
 		c.store(key, c.newLocal(v, tombstone, ttl, stl, delta, id), gen)
 	}
@@ -111,19 +123,18 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], to
 	return Result[V]{Value: v, Source: SourceLoader, Stored: stored}, nil
 }
 
-// encodeEntry makes the bytes stored in Redis for a value, with a new write
-// id.
-func (c *Cache[V]) encodeEntry(v V, tombstone bool, ttl, stl, delta time.Duration) ([]byte, entry.ID, error) {
+// encodeEntry makes the bytes stored in Redis for a value with header h,
+// under a new write id.
+func (c *Cache[V]) encodeEntry(v V, h entry.Header) ([]byte, entry.ID, error) {
 	var payload []byte
-	if !tombstone {
+	if !h.Tombstone {
 		var err error
 		if payload, err = c.encode(v); err != nil {
 			return nil, 0, fmt.Errorf("stampede: encoding value: %w", err)
 		}
 	}
-	id := entry.NewID()
-	h := entry.Header{ID: id, Tombstone: tombstone, TTL: ttl, Stale: stl, Delta: delta}
-	return entry.Append(make([]byte, 0, entry.MaxHeaderLen+len(payload)), h, payload), id, nil
+	h.ID = entry.NewID()
+	return entry.Append(make([]byte, 0, entry.MaxHeaderLen+len(payload)), h, payload), h.ID, nil
 }
 
 // fill runs fill.lua: store raw (nil stores nothing) iff lease still holds,
@@ -146,10 +157,11 @@ func (c *Cache[V]) fill(ctx context.Context, key, token string, raw []byte, px t
 }
 
 // loadLocal loads without the lease: Redis is out (fail open), or a wait
-// timed out. store says whether L1 may keep the value.
-func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], store bool) (Result[V], error) {
+// timed out. store says whether L1 may keep the value; prev is the value
+// the load replaces, if any.
+func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], store bool, prev *localEntry[V]) (Result[V], error) {
 	gen := c.gens.of(key)
-	v, ent, delta, err := c.callLoader(ctx, key, ld)
+	v, ent, delta, err := c.callLoader(ctx, key, ld, prev)
 	if c.rdb != nil {
 		delta = 0 // no early refresh of a value Redis never saw
 	}
@@ -178,8 +190,8 @@ func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], stor
 }
 
 // refreshInBackground starts one refresh of key in this process, unless one
-// is running. known is the entry to replace.
-func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], known replacing) {
+// is running. known is the entry to replace, prev its value.
+func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], known replacing, prev *localEntry[V]) {
 	c.mu.Lock()
 	if _, busy := c.refreshing[key]; c.closed.Load() || busy {
 		c.mu.Unlock()
@@ -192,7 +204,7 @@ func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loade
 	go func() {
 		defer c.wg.Done()
 		_, err := recovered(rctx, func(ctx context.Context) (struct{}, error) {
-			return struct{}{}, c.refresh(ctx, key, ld, known)
+			return struct{}{}, c.refresh(ctx, key, ld, known, prev)
 		})
 		c.mu.Lock()
 		delete(c.refreshing, key)
@@ -222,9 +234,9 @@ func (c *Cache[V]) forgetRefreshErr(key string) {
 // refresh rebuilds a value that is stale or near expiry, once across the
 // fleet: it takes the lease only if nobody rewrote the value since it was
 // read (lock.lua compares write ids).
-func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], known replacing) error {
+func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], known replacing, prev *localEntry[V]) error {
 	if !c.redisUsable() {
-		_, err := c.withoutRedis(ctx, key, ld)
+		_, err := c.withoutRedis(ctx, key, ld, prev)
 		return err
 	}
 	token := lease.NewValue()
@@ -236,7 +248,7 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], known 
 	if known != replacingNone {
 		c.stats.earlyRefreshes.Add(1)
 	}
-	_, err = c.loadAndFill(ctx, key, ld, token, sent)
+	_, err = c.loadAndFill(ctx, key, ld, token, sent, prev)
 	return err
 }
 

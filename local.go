@@ -89,7 +89,15 @@ func (c *Cache[V]) setL1(key string, e *localEntry[V], gen uint64) {
 	// No TTL for ristretto: its expiry check would read the clock a second
 	// time on every hit. Entries carry their own deadlines; expired ones are
 	// overwritten by the next fill or evicted by capacity.
-	c.l1.Set(key, e, 1)
+	c.l1.Set(key, e, c.cost(e))
+}
+
+// cost is what e costs in L1 (Options.LocalCost).
+func (c *Cache[V]) cost(e *localEntry[V]) int64 {
+	if c.opts.LocalMaxCost <= 0 || c.opts.LocalCost == nil {
+		return 1
+	}
+	return max(c.opts.LocalCost(e.v), 1)
 }
 
 // store puts e in L1 (if key's generation is still gen) and waits until L1

@@ -61,6 +61,16 @@ type Options struct {
 	// LocalCapacity is the number of entries the in-process cache (L1)
 	// holds. Default: 10,000. Negative: no L1.
 	LocalCapacity int
+	// LocalMaxCost, when positive, bounds L1 by the sum of its entries'
+	// costs (LocalCost), for example their size in bytes, instead of their
+	// number; LocalCapacity is then how many entries it expects to hold, to
+	// size its admission counters. Default: 0, L1 holds LocalCapacity
+	// entries.
+	LocalMaxCost int64
+	// LocalCost says what a value costs in L1 when LocalMaxCost is set. A
+	// value costing more than LocalMaxCost stays out of L1. Default: nil,
+	// every value costs 1.
+	LocalCost func(v any) int64
 	// LocalTTL caps how long a value stays fresh in L1 before this node
 	// reads Redis again. Set, Delete and rebuilds evict L1 copies on every
 	// node through pub/sub within about one delivery; LocalTTL is the bound
@@ -132,6 +142,9 @@ func (o Options) validate() error {
 	}
 	if o.MaxKeyLen < 0 {
 		return bad("MaxKeyLen is negative")
+	}
+	if o.LocalMaxCost < 0 {
+		return bad("LocalMaxCost is negative")
 	}
 	if o.OnWaitTimeout > WaitReturnError {
 		return bad("unknown OnWaitTimeout %d", o.OnWaitTimeout)

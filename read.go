@@ -2,6 +2,7 @@ package stampede
 
 import (
 	"context"
+	"sync/atomic"
 	"errors"
 	"fmt"
 	"time"
@@ -44,13 +45,19 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *loca
 	// 2-5. One caller per key per process reads Redis and, on a miss, leads
 	// the rebuild; the callers arriving meanwhile share its result, so a
 	// herd costs one round trip per node, not one per request.
-	return c.loads.do(ctx, key, func(lctx context.Context) (Result[V], error) {
+	var led atomic.Bool // this caller's flight ran: it did not join another's
+	r, err := c.loads.do(ctx, key, func(lctx context.Context) (Result[V], error) {
+		led.Store(true)
 		if !c.enter() {
 			return Result[V]{}, ErrClosed
 		}
 		defer c.wg.Done()
 		return c.readOrLead(lctx, key, ld, staleCopy)
 	})
+	if !led.Load() {
+		r.Waited = true
+	}
+	return r, err
 }
 
 // readOrLead is run by the single-flight leader: step 2, then the stale
@@ -64,6 +71,7 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 			return e.result(SourceLocal, now)
 		}
 	}
+	var prev *localEntry[V] // a kept value, for the load that replaces it
 	if !c.redisUsable() {
 		if c.rdb != nil && c.opts.FailClosed {
 			return Result[V]{}, errCircuitOpen
@@ -73,20 +81,23 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 		switch {
 		case err != nil && c.opts.FailClosed:
 			return Result[V]{}, err
-		case err == nil && e != nil && f == stale:
+		case err != nil || e == nil:
+		case f == kept:
+			prev = e
+		case f == stale:
 			return c.staleResult(key, e)
-		case err == nil && e != nil:
+		default:
 			return e.result(SourceRedis, c.now())
 		}
 	}
 	// An L1 stale copy is served when Redis had nothing better (or is out).
 	if staleCopy != nil {
 		c.stats.staleServed.Add(1)
-		c.refreshInBackground(ctx, key, ld, replacingNone)
+		c.refreshInBackground(ctx, key, ld, replacingNone, staleCopy)
 		return c.staleResult(key, staleCopy)
 	}
 	c.stats.misses.Add(1)
-	return c.lead(ctx, key, ld)
+	return c.lead(ctx, key, ld, prev)
 }
 
 // readRedis is step 2: one round trip for the value and its remaining TTL,
@@ -130,20 +141,21 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 		c.stats.redisHits.Add(1)
 		c.setL1(key, e, gen)
 		if !e.tombstone && shouldRefreshEarly(freshLeft, h.Delta, c.opts.Beta) {
-			c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID))
+			c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID), e)
 		}
 	case stale:
 		// Kept in L1 too, so that while the refresh runs this process
 		// serves it without reading Redis again.
 		c.stats.staleServed.Add(1)
 		c.setL1(key, e, gen)
-		c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID))
+		c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID), e)
 	}
 	return e, f, nil
 }
 
 // decodeRedis decodes an entry read from Redis with its PTTL. e is nil and
-// f is expired when there is nothing usable. report counts and reports an
+// f is expired when there is nothing usable; a kept entry (Entry.Keep) is
+// never fresh or stale in L1, and serves only as a load's previous value. report counts and reports an
 // undecodable entry; the leader's second look at the same bytes does not.
 func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, report bool) (e *localEntry[V], h entry.Header, f freshness, freshLeft time.Duration) {
 	h, payload, err := entry.Decode(raw)
@@ -168,17 +180,17 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, repor
 	}
 	now := c.now()
 	return &localEntry[V]{v: v, tombstone: h.Tombstone, loadedAt: now - age,
-		freshUntil: now + freshLeft, staleUntil: now + pttl,
+		freshUntil: now + freshLeft, staleUntil: now + max(pttl-h.Keep, 0),
 		valueFresh: now + freshLeft, earlyFrom: c.earlyFrom(now+freshLeft, h.Delta), delta: h.Delta, id: h.ID}, h, f, freshLeft
 }
 
 // lead is run by one caller per key per process (the single-flight leader):
 // re-check Redis and take the lease in one round trip, then load or wait.
 // Every pass is bounded by what is left of WaitTimeout, Redis calls
-// included (invariant 10).
-func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+// included (invariant 10). prev is a kept value the load will replace.
+func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *localEntry[V]) (Result[V], error) {
 	if !c.redisUsable() {
-		return c.withoutRedis(ctx, key, ld)
+		return c.withoutRedis(ctx, key, ld, prev)
 	}
 	// Register for the "filled" notification before looking, so that a fill
 	// landing between the look and the wait still wakes us.
@@ -186,17 +198,21 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 	defer func() { c.waiters.release(key, slot) }()
 
 	token := lease.NewValue()
+	known := replacingNone
+	if prev != nil {
+		known = replacingEntry(prev.id)
+	}
 	deadline := time.Now().Add(c.opts.WaitTimeout)
 	var recheck *time.Timer
 	woken := false // the last wait ended by a notification
 	for pass := 0; ; pass++ {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return c.waitTimedOut(ctx, key, ld)
+			return c.waitTimedOut(ctx, key, ld, prev)
 		}
 		gen := c.gens.of(key)
 		sent := time.Now()
-		got, err := c.readOrLock(ctx, key, token, replacingNone, min(left, c.opts.RedisTimeout))
+		got, err := c.readOrLock(ctx, key, token, known, min(left, c.opts.RedisTimeout))
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result[V]{}, ctx.Err()
@@ -204,7 +220,10 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 			if c.opts.FailClosed {
 				return Result[V]{}, err
 			}
-			return c.loadLocal(ctx, key, ld, true)
+			return c.loadLocal(ctx, key, ld, true, prev)
+		}
+		if got.kept != nil {
+			prev, known = got.kept, replacingEntry(got.kept.id)
 		}
 		switch got.status {
 		case lockGotValue:
@@ -213,13 +232,15 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 			} else if pass > 0 {
 				c.stats.wokenByRecheck.Add(1)
 			}
-			return c.served(key, got.e, got.f, gen)
+			r, err := c.served(key, got.e, got.f, gen)
+			r.Waited = pass > 0
+			return r, err
 		case lockWon:
 			// First try, or the holder died or failed without a value.
 			if recheck != nil {
 				recheck.Stop()
 			}
-			return c.loadAndFill(ctx, key, ld, token, sent)
+			return c.loadAndFill(ctx, key, ld, token, sent, prev)
 		}
 		if pass == 0 {
 			c.stats.lockContended.Add(1)
@@ -249,11 +270,11 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V]) (Result[V
 // withoutRedis is what a caller does with Redis out of reach (invariant 8):
 // fail closed, or load in this process and keep the value in L1, where the
 // circuit closing flushes it.
-func (c *Cache[V]) withoutRedis(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+func (c *Cache[V]) withoutRedis(ctx context.Context, key string, ld loader[V], prev *localEntry[V]) (Result[V], error) {
 	if c.rdb != nil && c.opts.FailClosed {
 		return Result[V]{}, errCircuitOpen
 	}
-	return c.loadLocal(ctx, key, ld, true)
+	return c.loadLocal(ctx, key, ld, true, prev)
 }
 
 // served turns an entry that another node wrote into a Result.
@@ -269,11 +290,11 @@ func (c *Cache[V]) served(key string, e *localEntry[V], f freshness, gen uint64)
 }
 
 // waitTimedOut applies Options.OnWaitTimeout (invariant 10).
-func (c *Cache[V]) waitTimedOut(ctx context.Context, key string, ld loader[V]) (Result[V], error) {
+func (c *Cache[V]) waitTimedOut(ctx context.Context, key string, ld loader[V], prev *localEntry[V]) (Result[V], error) {
 	if c.opts.OnWaitTimeout == WaitReturnError {
 		return Result[V]{}, fmt.Errorf("%w after %v (key %q)", ErrWaitTimeout, c.opts.WaitTimeout, key)
 	}
-	return c.loadLocal(ctx, key, ld, false)
+	return c.loadLocal(ctx, key, ld, false, prev)
 }
 
 // lockStatus is what lock.lua did, as it says in its reply.
@@ -286,11 +307,12 @@ const (
 )
 
 // lockReply is lock.lua's answer: a value to use (e, f), or what became of
-// the lease.
+// the lease, and a kept value found on the way (Entry.Keep).
 type lockReply[V any] struct {
 	status lockStatus
 	e      *localEntry[V]
 	f      freshness
+	kept   *localEntry[V]
 }
 
 // replacing tells lock.lua which value the caller knows of (its ARGV[3]):
@@ -309,6 +331,7 @@ func replacingEntry(id entry.ID) replacing { return replacing(id.Arg()) }
 // readOrLock runs lock.lua within limit: the value if there is one to use,
 // else an attempt at the lease.
 func (c *Cache[V]) readOrLock(ctx context.Context, key, token string, known replacing, limit time.Duration) (lockReply[V], error) {
+	var found *localEntry[V] // a kept value
 	for range 2 {
 		var res []any
 		err := c.call(ctx, key, limit, func(ctx context.Context) error {
@@ -321,17 +344,23 @@ func (c *Cache[V]) readOrLock(ctx context.Context, key, token string, known repl
 		}
 		status, _ := res[0].(int64)
 		if lockStatus(status) != lockGotValue {
-			return lockReply[V]{status: lockStatus(status)}, nil
+			return lockReply[V]{status: lockStatus(status), kept: found}, nil
 		}
 		raw, _ := res[1].(string)
 		pttl, _ := res[2].(int64)
 		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond, false)
-		if e != nil {
-			return lockReply[V]{status: lockGotValue, e: e, f: f}, nil
+		switch {
+		case e != nil && f == kept:
+			// Not to be served: go for the lease, unless someone rewrote
+			// it meanwhile, and give it to the load.
+			found, known = e, replacingEntry(e.id)
+		case e != nil:
+			return lockReply[V]{status: lockGotValue, e: e, f: f, kept: found}, nil
+		default:
+			// Undecodable (counted by decodeRedis) or expired in between:
+			// go for the lease past it.
+			known = replacingAny
 		}
-		// Undecodable (counted by decodeRedis) or expired in between: go
-		// for the lease past it.
-		known = replacingAny
 	}
-	return lockReply[V]{status: lockHeld}, nil
+	return lockReply[V]{status: lockHeld, kept: found}, nil
 }

@@ -13,27 +13,29 @@ import (
 type freshness uint8
 
 const (
-	expired freshness = iota // past TTL + stale window: a miss
+	expired freshness = iota // past TTL + stale + keep window: a miss
+	kept                     // inside the keep window: a miss whose load gets the value
 	stale                    // past TTL, inside the stale window: serve and refresh
 	fresh                    // within TTL
 )
 
 // judge classifies an entry from its header and the value key's remaining
-// PTTL as the Redis server counts it. It also returns the entry's age and the
-// remaining fresh time.
+// PTTL as the Redis server counts it (invariant 5). It also returns the
+// entry's age and the remaining fresh time.
 func judge(h entry.Header, pttl time.Duration) (f freshness, age, freshLeft time.Duration) {
 	if pttl <= 0 {
 		// -1 (no expiry) is never written by this package; -2 is gone.
 		return expired, 0, 0
 	}
-	total := h.TTL + h.Stale
-	age = max(total-pttl, 0)
-	freshLeft = pttl - h.Stale
+	age = max(h.TTL+h.Stale+h.Keep-pttl, 0)
+	freshLeft = pttl - h.Stale - h.Keep
 	switch {
 	case freshLeft > 0:
 		return fresh, age, freshLeft
-	default:
+	case pttl > h.Keep:
 		return stale, age, 0
+	default:
+		return kept, age, 0
 	}
 }
 
@@ -80,7 +82,7 @@ func (c *Cache[V]) refreshEarly(ctx context.Context, key string, ld loader[V], e
 	if e.id != 0 {
 		known = replacingEntry(e.id)
 	}
-	c.refreshInBackground(ctx, key, ld, known)
+	c.refreshInBackground(ctx, key, ld, known, e)
 }
 
 // xfetchReach bounds how far before expiry XFetch is tried, in units of

@@ -17,16 +17,35 @@ import (
 	"github.com/stampede-go/stampede/internal/lua"
 )
 
-// Entry lets a loader passed to Fetch steer how its value is stored.
+// Entry lets a loader passed to Fetch or FetchPrev steer how its value is
+// stored.
 type Entry struct {
 	// TTL overrides Options.TTL for this value when positive.
 	TTL time.Duration
 	// Stale overrides Options.Stale when positive; negative means no stale
 	// window for this value.
 	Stale time.Duration
+	// Keep keeps the value in Redis this long past TTL and Stale, for the
+	// next load to build on (FetchPrev's prev) but never served: a caller
+	// meeting a kept value waits for the load that replaces it, as on a
+	// miss, with one load fleet-wide. A load that fails leaves the kept value
+	// for the next attempt. Default 0: none.
+	Keep time.Duration
 	// NoStore returns the value to the callers waiting for it and stores it
 	// nowhere: not in Redis, not in L1.
 	NoStore bool
+}
+
+// Prev is the value a load replaces, for a loader that builds on it: one
+// that revalidates it with its origin, or fetches only what changed.
+type Prev[V any] struct {
+	Value V
+	// OK says there is a previous value: a copy past its TTL (stale or
+	// kept, see Entry.Keep) or one refreshed early. A miss has none, and
+	// neither has a value the loader said was not found.
+	OK bool
+	// Age is how long ago the previous value was loaded, as Result.Age.
+	Age time.Duration
 }
 
 // Source says where a value came from.
@@ -71,6 +90,10 @@ type Result[V any] struct {
 	// Entry.NoStore, for a write-back the lease no longer allowed, and while
 	// Redis is unreachable.
 	Stored bool
+	// Waited says this call waited for work another caller did: it joined
+	// another caller's read or load in this process, or waited for another
+	// node's load to land (RFC 9211 calls such a request "collapsed").
+	Waited bool
 }
 
 // Cache is a fleet-wide, stampede-proof cache-aside in front of Redis.
@@ -148,10 +171,14 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 	c.closeCtx, c.closeFn = context.WithCancel(context.Background())
 	clock.acquire()
 	if o.LocalCapacity > 0 {
+		maxCost := int64(o.LocalCapacity)
+		if o.LocalMaxCost > 0 {
+			maxCost = o.LocalMaxCost
+		}
 		var err error
 		c.l1, err = ristretto.NewCache(&ristretto.Config[string, *localEntry[V]]{
 			NumCounters:        int64(o.LocalCapacity) * 10,
-			MaxCost:            int64(o.LocalCapacity),
+			MaxCost:            maxCost,
 			BufferItems:        64,
 			IgnoreInternalCost: true,
 		})
@@ -194,6 +221,16 @@ func (c *Cache[V]) Get(ctx context.Context, key string, load func(ctx context.Co
 	return r.Value, err
 }
 
+// FetchPrev is Fetch with a loader that is also given the value its load
+// replaces, if any (Prev): a stale copy being refreshed, a value refreshed
+// early, or one kept past its life for this purpose (Entry.Keep).
+func (c *Cache[V]) FetchPrev(ctx context.Context, key string, load func(ctx context.Context, key string, prev Prev[V]) (V, Entry, error)) (Result[V], error) {
+	if load == nil {
+		return Result[V]{}, ErrNilLoader
+	}
+	return c.fetch(ctx, key, loader[V]{prev: load}, c.getL1(key))
+}
+
 // Fetch is Get with a loader that returns an Entry alongside its value, to
 // override the TTL and stale window or to say "do not store", and with a
 // Result that tells where the value came from, its age, and, for a stale
@@ -220,7 +257,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	ttl, stl := c.opts.TTL, c.opts.Stale
 	var id entry.ID
 	if c.rdb != nil {
-		raw, wid, err := c.encodeEntry(v, false, ttl, stl, 0)
+		raw, wid, err := c.encodeEntry(v, entry.Header{TTL: ttl, Stale: stl})
 		if err != nil {
 			return fmt.Errorf("stampede: key %q: %w", key, err)
 		}

@@ -531,7 +531,7 @@ func TestRefreshSkipsAnEntryRewrittenWithAShorterLife(t *testing.T) {
 			return v == "v1:k"
 		})
 		// other read "old" before the refresh landed and now tries its own.
-		if err := other.refresh(ctx, "k", loader[string]{plain: l.load}, replacingEntry(old.ID)); err != nil {
+		if err := other.refresh(ctx, "k", loader[string]{plain: l.load}, replacingEntry(old.ID), nil); err != nil {
 			t.Fatal(err)
 		}
 		if n := l.calls.Load(); n != 1 {

@@ -2,7 +2,7 @@
 // header followed by the codec's bytes.
 //
 //	byte 0      magic (0xA7)
-//	byte 1      format version (1)
+//	byte 1      format version (1, or 2 when a keep window follows)
 //	byte 2      flags (1: tombstone, the loader said not found)
 //	bytes 3-10  write id: random per write, so that a refresh can tell the
 //	            entry it read from one written since (lock.lua and fill.lua
@@ -11,10 +11,13 @@
 //	uvarint     stale window in milliseconds
 //	uvarint     duration of the load that produced it, in microseconds
 //	            (XFetch's delta)
+//	uvarint     version 2 only: keep window in milliseconds
 //	...         payload
 //
-// The Redis PX of the value key is TTL + stale window, so the remaining
-// PTTL, read from the Redis server's clock, tells freshness and age.
+// The Redis PX of the value key is TTL + stale window + keep window, so the
+// remaining PTTL, read from the Redis server's clock, tells freshness and
+// age. Entries without a keep window are written as version 1, which every
+// release reads.
 package entry
 
 import (
@@ -26,8 +29,7 @@ import (
 )
 
 const (
-	magic   = 0xA7
-	version = 1
+	magic = 0xA7
 
 	flagTombstone = 1 << 0
 
@@ -35,8 +37,8 @@ const (
 	idOffset = 3
 	idLen    = 8
 
-	// MaxHeaderLen bounds the header: three bytes, the id, three uvarints.
-	MaxHeaderLen = idOffset + idLen + 3*binary.MaxVarintLen64
+	// MaxHeaderLen bounds the header: three bytes, the id, four uvarints.
+	MaxHeaderLen = idOffset + idLen + 4*binary.MaxVarintLen64
 )
 
 // ErrCorrupt is what Decode returns for bytes that are not an entry of a
@@ -64,6 +66,7 @@ type Header struct {
 	TTL       time.Duration
 	Stale     time.Duration
 	Delta     time.Duration // how long the load that produced it took
+	Keep      time.Duration // past TTL+Stale, kept for the next load only
 }
 
 // Append appends h and payload to dst.
@@ -72,11 +75,19 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 	if h.Tombstone {
 		flags |= flagTombstone
 	}
+	keep := max(h.Keep.Milliseconds(), 0)
+	version := byte(1)
+	if keep > 0 {
+		version = 2
+	}
 	dst = append(dst, magic, version, flags)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(h.ID))
 	dst = binary.AppendUvarint(dst, uint64(max(h.TTL.Milliseconds(), 0)))
 	dst = binary.AppendUvarint(dst, uint64(max(h.Stale.Milliseconds(), 0)))
 	dst = binary.AppendUvarint(dst, uint64(max(h.Delta.Microseconds(), 0)))
+	if version == 2 {
+		dst = binary.AppendUvarint(dst, uint64(keep))
+	}
 	return append(dst, payload...)
 }
 
@@ -84,14 +95,17 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 // a well-formed entry of a known version yields ErrCorrupt; it never
 // panics. Whatever Append wrote, Decode reads back.
 func Decode(b []byte) (h Header, payload []byte, err error) {
-	if len(b) < idOffset+idLen || b[0] != magic || b[1] != version || b[2]&^flagTombstone != 0 {
+	if len(b) < idOffset+idLen || b[0] != magic || b[1] < 1 || b[1] > 2 || b[2]&^flagTombstone != 0 {
 		return h, nil, ErrCorrupt
 	}
 	h.Tombstone = b[2]&flagTombstone != 0
 	h.ID = ID(binary.BigEndian.Uint64(b[idOffset:]))
 	rest := b[idOffset+idLen:]
-	units := [3]time.Duration{time.Millisecond, time.Millisecond, time.Microsecond}
-	var vals [3]time.Duration
+	units := []time.Duration{time.Millisecond, time.Millisecond, time.Microsecond, time.Millisecond}
+	if b[1] == 1 {
+		units = units[:3]
+	}
+	var vals [4]time.Duration
 	for i, unit := range units {
 		v, n := binary.Uvarint(rest)
 		if n <= 0 || v > uint64(math.MaxInt64/unit) {
@@ -100,7 +114,10 @@ func Decode(b []byte) (h Header, payload []byte, err error) {
 		vals[i] = time.Duration(v) * unit
 		rest = rest[n:]
 	}
-	h.TTL, h.Stale, h.Delta = vals[0], vals[1], vals[2]
+	h.TTL, h.Stale, h.Delta, h.Keep = vals[0], vals[1], vals[2], vals[3]
+	if b[1] == 2 && h.Keep == 0 {
+		return Header{}, nil, ErrCorrupt // version 2 is only written with a keep window
+	}
 	if h.Tombstone && len(rest) != 0 {
 		return Header{}, nil, ErrCorrupt
 	}

@@ -19,7 +19,15 @@ func TestRoundTrip(t *testing.T) {
 	if got, _, err := Decode(tomb); err != nil || !got.Tombstone {
 		t.Fatalf("tombstone: Decode = %+v %v", got, err)
 	}
-	for _, bad := range [][]byte{nil, []byte("garbage"), append(tomb, 'x'), {magic, version + 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0}} {
+	kept := Header{ID: NewID(), TTL: time.Second, Keep: time.Hour}
+	raw = Append(nil, kept, []byte("v"))
+	if raw[1] != 2 {
+		t.Fatalf("an entry with a keep window is version %d, want 2", raw[1])
+	}
+	if got, _, err := Decode(raw); err != nil || got != kept {
+		t.Fatalf("kept: Decode = %+v %v, want %+v", got, err, kept)
+	}
+	for _, bad := range [][]byte{nil, []byte("garbage"), append(tomb, 'x'), {magic, 3, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0}, {magic, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0}} {
 		if _, _, err := Decode(bad); err != ErrCorrupt {
 			t.Errorf("Decode(%q) = %v, want ErrCorrupt", bad, err)
 		}
@@ -47,18 +55,19 @@ func FuzzDecode(f *testing.F) {
 // Whatever Append is given, Decode reads back, with durations in the
 // units the format keeps.
 func FuzzAppend(f *testing.F) {
-	f.Add(uint64(1), false, int64(time.Second), int64(time.Minute), int64(time.Millisecond), []byte("v"))
-	f.Add(uint64(0), true, int64(-1), int64(1<<62), int64(1<<63-1), []byte(nil))
-	f.Fuzz(func(t *testing.T, id uint64, tomb bool, ttl, stale, delta int64, payload []byte) {
+	f.Add(uint64(1), false, int64(time.Second), int64(time.Minute), int64(time.Millisecond), int64(0), []byte("v"))
+	f.Add(uint64(0), true, int64(-1), int64(1<<62), int64(1<<63-1), int64(time.Hour), []byte(nil))
+	f.Fuzz(func(t *testing.T, id uint64, tomb bool, ttl, stale, delta, keep int64, payload []byte) {
 		if tomb {
 			payload = nil
 		}
-		h := Header{ID: ID(id), Tombstone: tomb, TTL: time.Duration(ttl), Stale: time.Duration(stale), Delta: time.Duration(delta)}
+		h := Header{ID: ID(id), Tombstone: tomb, TTL: time.Duration(ttl), Stale: time.Duration(stale), Delta: time.Duration(delta), Keep: time.Duration(keep)}
 		got, p, err := Decode(Append(nil, h, payload))
 		want := Header{ID: h.ID, Tombstone: tomb,
 			TTL:   max(h.TTL, 0).Truncate(time.Millisecond),
 			Stale: max(h.Stale, 0).Truncate(time.Millisecond),
-			Delta: max(h.Delta, 0).Truncate(time.Microsecond)}
+			Delta: max(h.Delta, 0).Truncate(time.Microsecond),
+			Keep:  max(h.Keep, 0).Truncate(time.Millisecond)}
 		if err != nil || got != want || string(p) != string(payload) {
 			t.Fatalf("Append(%+v) decodes to %+v %q %v, want %+v", h, got, p, err, want)
 		}
