@@ -5,43 +5,105 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-
-	"golang.org/x/sync/singleflight"
+	"sync"
 )
 
-// flight coalesces concurrent calls for one key within this process, the way
-// singleflight does, but each caller waits only as long as its own context
-// lives: the shared work runs on a context detached from all of them
-// (invariant 6).
+// flight coalesces concurrent calls for one key within this process, the
+// way x/sync's singleflight does, but each caller waits only as long as its
+// own context lives: the shared work runs on a goroutine and a context of
+// its own, detached from all of them (invariant 6).
+//
+// It is not singleflight.Group because of what a herd costs: DoChan makes a
+// channel per caller and sends the result to each under the group's lock,
+// and its callers' path outgrows a fresh goroutine's stack. Here a caller
+// that joins a call costs one map lookup and one receive from the channel
+// the call closes when it is done.
 type flight[R any] struct {
-	g singleflight.Group
+	mu    sync.Mutex                // guards calls
+	calls map[string]*flightCall[R] // lazily made
 }
 
-// do runs fn once for all concurrent callers of key. fn sees the first
-// caller's ctx without its cancellation (invariant 6); every caller, the
-// first included, returns early with its own ctx.Err() when its ctx ends,
-// while fn goes on for the others. fn's panics reach every caller as a
-// *PanicError.
-func (f *flight[R]) do(ctx context.Context, key string, fn func(context.Context) (R, error)) (R, error) {
-	ch := f.g.DoChan(key, func() (any, error) {
-		return recovered(context.WithoutCancel(ctx), fn)
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			var zero R
-			return zero, res.Err
+// flightCall is one call in flight.
+type flightCall[R any] struct {
+	done chan struct{} // closed once res and err are set
+	res  R
+	err  error
+}
+
+// do runs fn once for all concurrent callers of key and returns its result
+// and whether this caller joined a call another started. fn sees the first
+// caller's ctx without its cancellation; every caller, the first included,
+// returns early with its own ctx.Err() when its ctx ends, while fn goes on
+// for the others. fn's panics reach every caller as a *PanicError.
+func (f *flight[R]) do(ctx context.Context, key string, fn func(context.Context) (R, error)) (r R, joined bool, err error) {
+	f.mu.Lock()
+	c := f.calls[key]
+	if joined = c != nil; !joined {
+		if f.calls == nil {
+			f.calls = make(map[string]*flightCall[R])
 		}
-		return res.Val.(R), nil
-	case <-ctx.Done():
+		c = &flightCall[R]{done: make(chan struct{})}
+		f.calls[key] = c
+		go f.run(context.WithoutCancel(ctx), key, c, fn)
+	}
+	f.mu.Unlock()
+	r, err = c.wait(ctx)
+	return r, joined, err
+}
+
+// find returns the call in flight for key, or nil.
+func (f *flight[R]) find(key string) *flightCall[R] {
+	f.mu.Lock()
+	c := f.calls[key]
+	f.mu.Unlock()
+	return c
+}
+
+// wait returns c's result, or ctx's error if ctx ends first.
+func (c *flightCall[R]) wait(ctx context.Context) (R, error) {
+	if !c.await(ctx) {
 		var zero R
 		return zero, ctx.Err()
 	}
+	return c.res, c.err
+}
+
+// await waits until c is done (true) or ctx ends (false); then c.res and
+// c.err may be read.
+func (c *flightCall[R]) await(ctx context.Context) bool {
+	if done := ctx.Done(); done != nil {
+		select {
+		case <-c.done:
+			return true
+		case <-done:
+			return false
+		}
+	}
+	<-c.done
+	return true
+}
+
+// run is the call's own goroutine: it runs fn, publishes the result and
+// lets later callers start a new call.
+func (f *flight[R]) run(ctx context.Context, key string, c *flightCall[R], fn func(context.Context) (R, error)) {
+	defer func() {
+		f.mu.Lock()
+		if f.calls[key] == c {
+			delete(f.calls, key)
+		}
+		f.mu.Unlock()
+		close(c.done)
+	}()
+	c.res, c.err = recovered(ctx, fn)
 }
 
 // forget makes later callers of key start a new call instead of joining the
 // one in flight.
-func (f *flight[R]) forget(key string) { f.g.Forget(key) }
+func (f *flight[R]) forget(key string) {
+	f.mu.Lock()
+	delete(f.calls, key)
+	f.mu.Unlock()
+}
 
 // catch is the one panic catcher: deferred by the function whose panic it
 // must stop (as "defer catch(&err)"), it turns the panic into a

@@ -2,7 +2,6 @@ package stampede
 
 import (
 	"context"
-	"sync/atomic"
 	"errors"
 	"fmt"
 	"time"
@@ -45,16 +44,14 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *loca
 	// 2-5. One caller per key per process reads Redis and, on a miss, leads
 	// the rebuild; the callers arriving meanwhile share its result, so a
 	// herd costs one round trip per node, not one per request.
-	var led atomic.Bool // this caller's flight ran: it did not join another's
-	r, err := c.loads.do(ctx, key, func(lctx context.Context) (Result[V], error) {
-		led.Store(true)
+	r, joined, err := c.loads.do(ctx, key, func(lctx context.Context) (Result[V], error) {
 		if !c.enter() {
 			return Result[V]{}, ErrClosed
 		}
 		defer c.wg.Done()
 		return c.readOrLead(lctx, key, ld, staleCopy)
 	})
-	if !led.Load() {
+	if joined {
 		r.Waited = true
 	}
 	return r, err

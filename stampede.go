@@ -198,17 +198,51 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 // expiry across the whole fleet when it is missing. See Fetch for a variant
 // that reports where the value came from and lets the loader steer storage.
 func (c *Cache[V]) Get(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (V, error) {
+	// The L1 hit, kept lean: no Result, one atomic clock read.
+	if e := c.getL1(key); e != nil && load != nil {
+		if now := c.now(); now < e.freshUntil && now < e.earlyFrom {
+			c.stats.localHits.Add(1)
+			if e.tombstone {
+				var zero V
+				return zero, ErrNotFound
+			}
+			return e.v, nil
+		}
+	}
+	return c.getSlow(ctx, key, load)
+}
+
+// getSlow is Get past an L1 hit. Its first branch is a herd's path: every
+// caller on this node but one joins the call in flight and waits for it.
+// That path is written out in one frame, so that a fresh goroutine's stack
+// holds it and the runtime's own work when it parks.
+func (c *Cache[V]) getSlow(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (V, error) {
+	if call := c.loads.find(key); call != nil && load != nil {
+		if done := ctx.Done(); done != nil {
+			select {
+			case <-call.done:
+			case <-done:
+				var zero V
+				return zero, ctx.Err()
+			}
+		} else {
+			<-call.done
+		}
+		return call.res.Value, call.err
+	}
+	return c.getMiss(ctx, key, load)
+}
+
+// getMiss is the rest of Get: L1 near expiry (XFetch), then the pipeline.
+func (c *Cache[V]) getMiss(ctx context.Context, key string, load func(ctx context.Context, key string) (V, error)) (V, error) {
 	if load == nil {
 		var zero V
 		return zero, ErrNilLoader
 	}
-	// The L1 hit, kept lean: no Result, one atomic clock read.
 	e := c.getL1(key)
 	if e != nil {
 		if now := c.now(); now < e.freshUntil {
-			if now >= e.earlyFrom {
-				c.refreshEarly(ctx, key, loader[V]{plain: load}, e, now)
-			}
+			c.refreshEarly(ctx, key, loader[V]{plain: load}, e, now)
 			c.stats.localHits.Add(1)
 			if e.tombstone {
 				var zero V
