@@ -1,6 +1,7 @@
 package stampede
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -44,24 +45,17 @@ func (e *keyError) Error() string { return fmt.Sprintf("stampede: key %q: %v", e
 
 func (e *keyError) Unwrap() error { return e.err }
 
-// corrupt counts and reports an entry that could not be used; the caller
-// treats it as a miss and the next fill overwrites it.
-func (c *Cache[V]) corrupt(key string, err error) {
-	c.stats.corrupt.Add(1)
-	c.report(key, fmt.Errorf("stampede: unusable entry: %w", err))
+// corrupt notes an entry that could not be used (EventCorrupt); the
+// caller treats it as a miss and the next fill overwrites it.
+func (c *Cache[V]) corrupt(ctx context.Context, key string, err error) {
+	c.noteErr(ctx, EventCorrupt, key, err)
 }
 
-// reportKeyError counts a reply error about key like a corrupt entry.
-func (c *Cache[V]) reportKeyError(key string, err error) {
+// noteKeyError notes a reply error about key like a corrupt entry.
+func (c *Cache[V]) noteKeyError(ctx context.Context, key string, err error) {
 	var ke *keyError
 	if errors.As(err, &ke) {
-		c.corrupt(key, err)
-	}
-}
-
-func (c *Cache[V]) report(key string, err error) {
-	if c.opts.OnError != nil {
-		c.opts.OnError(key, err)
+		c.corrupt(ctx, key, err)
 	}
 }
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -93,4 +96,46 @@ func ExampleErrNotFound() {
 	// true
 	// true
 	// queries: 1
+}
+
+// Metrics: count what the cache does. An ObserverFunc sees every event;
+// the Prometheus and OpenTelemetry adapters are modules of their own.
+func ExampleObserverFunc() {
+	var mu sync.Mutex
+	counts := map[stampede.EventKind]int{}
+	c, _ := stampede.New[string](nil, stampede.Options{
+		Observer: stampede.ObserverFunc(func(_ context.Context, e stampede.Event) {
+			mu.Lock()
+			counts[e.Kind]++ // e.Duration, e.Reason, e.ErrClass() say more
+			mu.Unlock()
+		}),
+	})
+	defer c.Close()
+	load := func(context.Context, string) (string, error) { return "v", nil }
+	for range 3 {
+		c.Get(context.Background(), "k", load)
+	}
+	fmt.Println("loads:", counts[stampede.EventLoad], "local hits:", counts[stampede.EventLocalHit])
+	// Output: loads: 1 local hits: 2
+}
+
+// Logging: what goes wrong reaches a *slog.Logger, at its level.
+func ExampleOptions_logger() {
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey || a.Key == "stack" {
+				return slog.Attr{} // left out here, to print the same every time
+			}
+			return a
+		},
+	}))
+	c, _ := stampede.New[string](nil, stampede.Options{Namespace: "products", Logger: logger})
+	defer c.Close()
+	_, err := c.Get(context.Background(), "sku-42", func(context.Context, string) (string, error) {
+		panic("no database configured")
+	})
+	fmt.Println(errors.As(err, new(*stampede.PanicError)))
+	// Output:
+	// level=ERROR msg="stampede: loader panicked" namespace=products key=sku-42 panic="no database configured"
+	// true
 }

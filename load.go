@@ -40,9 +40,9 @@ type loadOut[V any] struct {
 }
 
 // callLoader runs the loader safely with its own timeout. prev is the value
-// the load replaces, if any.
-func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V], prev *localEntry[V]) (V, Entry, time.Duration, error) {
-	c.stats.loads.Add(1)
+// the load replaces, if any; reason says why it loads (LoadMiss, ...).
+func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V], prev *localEntry[V], reason string) (V, Entry, time.Duration, error) {
+	c.noteTimed(ctx, EventLoadStart, key, 0, reason, nil)
 	var p Prev[V]
 	if prev != nil && !prev.tombstone {
 		p = Prev[V]{Value: prev.v, OK: true, Age: c.now() - prev.loadedAt}
@@ -58,34 +58,35 @@ func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V], pre
 		v, ent, err := ld.call(ctx, key, p)
 		return loadOut[V]{v, ent}, err
 	})
+	took := time.Since(start)
 	var pe *PanicError
 	if errors.As(err, &pe) || errors.Is(err, errGoexit) {
-		c.stats.loaderPanics.Add(1)
+		c.noteErr(ctx, EventLoaderPanic, key, err)
 	}
-	return out.v, out.ent, time.Since(start), err
+	c.noteTimed(ctx, EventLoad, key, took, reason, err)
+	return out.v, out.ent, took, err
 }
 
 // loadAndFill runs the loader while holding the lease, renewing it, then
 // writes back through the fenced script (invariants 2 and 3). leased is
 // when the request that took the lease was sent; prev is the value the load
-// replaces, if any.
-func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], token string, leased time.Time, prev *localEntry[V]) (Result[V], error) {
-	c.stats.lockWon.Add(1)
+// replaces, if any; reason says why it loads.
+func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], token string, leased time.Time, prev *localEntry[V], reason string) (Result[V], error) {
+	c.note(ctx, EventLeaseWon, key)
 	gen := c.gens.of(key)
 	kctx, stopKeeping := context.WithCancel(c.closeCtx)
 	kept := make(chan struct{})
 	go func() {
 		defer close(kept)
 		err := lease.Keep(kctx, c.rdb, c.lockKey(key), token, c.opts.LockTTL, leased, c.ctxDeadlines,
-			func() { c.stats.leaseRenewals.Add(1) })
+			func() { c.note(ctx, EventLeaseRenewed, key) })
 		if err != nil {
 			// Set or Delete dropped it, it ran out, or Redis stopped
 			// answering: the write-back will be refused, which is the point.
-			c.stats.leasesLost.Add(1)
-			c.report(key, err)
+			c.noteErr(ctx, EventLeaseLost, key, err)
 		}
 	}()
-	v, ent, delta, err := c.callLoader(ctx, key, ld, prev)
+	v, ent, delta, err := c.callLoader(ctx, key, ld, prev, reason)
 	stopKeeping()
 	<-kept // no renewal after the load ends (invariant 3)
 
@@ -147,21 +148,21 @@ func (c *Cache[V]) fill(ctx context.Context, key, token string, raw []byte, px t
 		return err
 	})
 	if err != nil {
-		c.reportKeyError(key, err)
+		c.noteKeyError(ctx, key, err)
 		return false, err
 	}
 	if n == 0 && raw != nil {
-		c.stats.writeBacksRejected.Add(1)
+		c.note(ctx, EventWriteBackRejected, key)
 	}
 	return n == 1, nil
 }
 
 // loadLocal loads without the lease: Redis is out (fail open), or a wait
 // timed out. store says whether L1 may keep the value; prev is the value
-// the load replaces, if any.
-func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], store bool, prev *localEntry[V]) (Result[V], error) {
+// the load replaces, if any; reason says why it loads.
+func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], store bool, prev *localEntry[V], reason string) (Result[V], error) {
 	gen := c.gens.of(key)
-	v, ent, delta, err := c.callLoader(ctx, key, ld, prev)
+	v, ent, delta, err := c.callLoader(ctx, key, ld, prev, reason)
 	if c.rdb != nil {
 		delta = 0 // no early refresh of a value Redis never saw
 	}
@@ -190,8 +191,9 @@ func (c *Cache[V]) loadLocal(ctx context.Context, key string, ld loader[V], stor
 }
 
 // refreshInBackground starts one refresh of key in this process, unless one
-// is running. known is the entry to replace, prev its value.
-func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], known replacing, prev *localEntry[V]) {
+// is running. known is the entry to replace, prev its value; reason is
+// LoadRefresh or LoadEarly.
+func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loader[V], known replacing, prev *localEntry[V], reason string) {
 	c.mu.Lock()
 	if _, busy := c.refreshing[key]; c.closed.Load() || busy {
 		c.mu.Unlock()
@@ -204,7 +206,7 @@ func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loade
 	go func() {
 		defer c.wg.Done()
 		_, err := recovered(rctx, func(ctx context.Context) (struct{}, error) {
-			return struct{}{}, c.refresh(ctx, key, ld, known, prev)
+			return struct{}{}, c.refresh(ctx, key, ld, known, prev, reason)
 		})
 		c.mu.Lock()
 		delete(c.refreshing, key)
@@ -218,9 +220,6 @@ func (c *Cache[V]) refreshInBackground(ctx context.Context, key string, ld loade
 			c.refreshErr[key] = err
 		}
 		c.mu.Unlock()
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			c.report(key, fmt.Errorf("stampede: background refresh: %w", err))
-		}
 	}()
 }
 
@@ -234,9 +233,9 @@ func (c *Cache[V]) forgetRefreshErr(key string) {
 // refresh rebuilds a value that is stale or near expiry, once across the
 // fleet: it takes the lease only if nobody rewrote the value since it was
 // read (lock.lua compares write ids).
-func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], known replacing, prev *localEntry[V]) error {
+func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], known replacing, prev *localEntry[V], reason string) error {
 	if !c.redisUsable() {
-		_, err := c.withoutRedis(ctx, key, ld, prev)
+		_, err := c.withoutRedis(ctx, key, ld, prev, reason)
 		return err
 	}
 	token := lease.NewValue()
@@ -248,7 +247,7 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], known 
 	if known != replacingNone {
 		c.stats.earlyRefreshes.Add(1)
 	}
-	_, err = c.loadAndFill(ctx, key, ld, token, sent, prev)
+	_, err = c.loadAndFill(ctx, key, ld, token, sent, prev, reason)
 	return err
 }
 

@@ -124,16 +124,37 @@ func (c *Cache[V]) invalidateL1(key string) uint64 {
 	return c.gens.of(key)
 }
 
+// Why L1 was flushed (EventLocalFlush's Reason).
+const (
+	flushResubscribed = "resubscribed"   // the subscription was made again
+	flushLostMessage  = "lost message"   // a gap in another node's messages
+	flushSilent       = "silent"         // the subscription went silent
+	flushCircuit      = "circuit closed" // Redis answered after an outage
+	flushAsked        = "asked"          // FlushLocal
+)
+
 // flushL1 empties L1 and makes every fill in progress skip it: called when
 // invalidations may have been lost (a resubscription, a gap in a
 // publisher's sequence, a silent subscription, the circuit closing).
-func (c *Cache[V]) flushL1() {
+func (c *Cache[V]) flushL1(reason string) {
 	if c.l1 == nil {
 		return
 	}
-	c.stats.localFlushes.Add(1)
+	c.noteTimed(c.closeCtx, EventLocalFlush, "", 0, reason, nil)
 	c.l1mu.Lock()
 	defer c.l1mu.Unlock()
 	c.gens.epoch.Add(1)
 	c.l1.Clear()
+}
+
+// FlushLocal empties this process's L1, so that every value is read from
+// Redis again: after data was fixed in Redis by hand, or in a test that
+// moved Redis's clock (miniredis FastForward; see package stampedetest).
+// Other nodes are not told.
+func (c *Cache[V]) FlushLocal() {
+	if !c.enter() {
+		return
+	}
+	defer c.wg.Done()
+	c.flushL1(flushAsked)
 }

@@ -100,7 +100,7 @@ func (c *Cache[V]) watch(open func(ctx context.Context, channels ...string) *red
 	// missed. If Redis is down, go on: the subscription keeps trying.
 	ctx, cancel := context.WithTimeout(c.closeCtx, time.Second)
 	if _, err := s.ps.Receive(ctx); err != nil {
-		c.stats.redisErrors.Add(1)
+		c.noteErr(ctx, EventRedisError, "", err)
 	}
 	cancel()
 	c.wg.Add(1)
@@ -139,7 +139,7 @@ func (c *Cache[V]) watch(open func(ctx context.Context, channels ...string) *red
 			switch m := msg.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" {
-					c.resync()
+					c.resync(flushResubscribed)
 				}
 			case *redis.Message:
 				c.onMessage(m.Payload)
@@ -169,7 +169,7 @@ func (c *Cache[V]) guard(ring *redis.Ring) {
 		}
 		now := c.now()
 		if c.gaps.sweep(now) {
-			c.flushL1()
+			c.flushL1(flushLostMessage)
 		}
 		if ring != nil && n%int(deadAfter/(quietAfter/2)) == 0 {
 			c.watchRing(ring)
@@ -195,7 +195,7 @@ func (c *Cache[V]) guard(ring *redis.Ring) {
 			}
 		}
 		if silent {
-			c.resync()
+			c.resync(flushSilent)
 		}
 	}
 }
@@ -234,8 +234,8 @@ func (c *Cache[V]) closeSubs() error {
 
 // resync flushes L1 and wakes every waiter, for when messages may have been
 // lost: waiters then re-read Redis instead of sleeping until the re-check.
-func (c *Cache[V]) resync() {
-	c.flushL1()
+func (c *Cache[V]) resync(reason string) {
+	c.flushL1(reason)
 	c.gaps.reset()
 	c.waiters.notifyAll()
 }
@@ -259,7 +259,7 @@ func (c *Cache[V]) onMessage(p string) {
 		// needs no watching.
 		seq := binary.BigEndian.Uint64([]byte(p[1+nodeIDLen : msgHeaderLen]))
 		if c.gaps.observe(from, seq, c.now()) {
-			c.flushL1()
+			c.flushL1(flushLostMessage)
 		}
 		if evict {
 			c.invalidateL1(key)

@@ -2,6 +2,7 @@ package stampede
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -100,11 +101,16 @@ type Options struct {
 	// Codec encodes values for Redis. Default: string and []byte values are
 	// stored as they are, anything else as JSON.
 	Codec Codec
-	// OnError, if set, receives errors nobody else sees: failed background
-	// refreshes (the callers were already served a stale or fresh copy),
-	// lease renewal errors, undecodable entries. Default: nil (counted in
-	// Stats, not reported).
-	OnError func(key string, err error)
+	// Observer, if set, sees every event of the cache: hits, misses, loads
+	// and their durations, waits and how they ended, leases, Redis errors,
+	// the circuit breaker (see Event). Default: nil; Stats counts the
+	// events either way.
+	Observer Observer
+	// Logger, if set, gets the events an operator should read, at the level
+	// they deserve: failed background refreshes, loader panics (with the
+	// stack), lost leases, refused write-backs, the circuit opening and
+	// closing, unusable entries, L1 flushes. Default: nil, silent.
+	Logger *slog.Logger
 }
 
 const (

@@ -25,7 +25,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *loca
 			if now >= l1.earlyFrom {
 				c.refreshEarly(ctx, key, ld, l1, now)
 			}
-			c.stats.localHits.Add(1)
+			c.note(ctx, EventLocalHit, key)
 			return l1.result(SourceLocal, now)
 		}
 		if now < l1.staleUntil {
@@ -38,7 +38,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, ld loader[V], l1 *loca
 	// A stale copy that this process is already refreshing is served as it
 	// is: no Redis read, nobody waits.
 	if staleCopy != nil && c.refreshRunning(key) {
-		c.stats.staleServed.Add(1)
+		c.note(ctx, EventStale, key)
 		return c.staleResult(key, staleCopy)
 	}
 	// 2-5. One caller per key per process reads Redis and, on a miss, leads
@@ -64,7 +64,7 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 	// filled L1: use it rather than read Redis or load again.
 	if e := c.getL1(key); e != nil {
 		if now := c.now(); now < e.freshUntil {
-			c.stats.localHits.Add(1)
+			c.note(ctx, EventLocalHit, key)
 			return e.result(SourceLocal, now)
 		}
 	}
@@ -89,11 +89,11 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 	}
 	// An L1 stale copy is served when Redis had nothing better (or is out).
 	if staleCopy != nil {
-		c.stats.staleServed.Add(1)
-		c.refreshInBackground(ctx, key, ld, replacingNone, staleCopy)
+		c.note(ctx, EventStale, key)
+		c.refreshInBackground(ctx, key, ld, replacingNone, staleCopy, LoadRefresh)
 		return c.staleResult(key, staleCopy)
 	}
-	c.stats.misses.Add(1)
+	c.note(ctx, EventMiss, key)
 	return c.lead(ctx, key, ld, prev)
 }
 
@@ -122,7 +122,7 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 	switch {
 	case errors.As(err, &ke):
 		// A value of the wrong type: a miss; the fill overwrites it.
-		c.corrupt(key, err)
+		c.corrupt(ctx, key, err)
 		return nil, expired, nil
 	case err != nil && !errors.Is(err, redis.Nil):
 		return nil, expired, err
@@ -132,20 +132,20 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 		return nil, expired, nil
 	}
 	pttl := pttlCmd.Val()
-	e, h, f, freshLeft := c.decodeRedis(key, raw, pttl, true)
+	e, h, f, freshLeft := c.decodeRedis(ctx, key, raw, pttl, true)
 	switch f {
 	case fresh:
-		c.stats.redisHits.Add(1)
+		c.note(ctx, EventRedisHit, key)
 		c.setL1(key, e, gen)
 		if !e.tombstone && shouldRefreshEarly(freshLeft, h.Delta, c.opts.Beta) {
-			c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID), e)
+			c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID), e, LoadEarly)
 		}
 	case stale:
 		// Kept in L1 too, so that while the refresh runs this process
 		// serves it without reading Redis again.
-		c.stats.staleServed.Add(1)
+		c.note(ctx, EventStale, key)
 		c.setL1(key, e, gen)
-		c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID), e)
+		c.refreshInBackground(ctx, key, ld, replacingEntry(h.ID), e, LoadRefresh)
 	}
 	return e, f, nil
 }
@@ -154,11 +154,11 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 // f is expired when there is nothing usable; a kept entry (Entry.Keep) is
 // never fresh or stale in L1, and serves only as a load's previous value. report counts and reports an
 // undecodable entry; the leader's second look at the same bytes does not.
-func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, report bool) (e *localEntry[V], h entry.Header, f freshness, freshLeft time.Duration) {
+func (c *Cache[V]) decodeRedis(ctx context.Context, key string, raw []byte, pttl time.Duration, report bool) (e *localEntry[V], h entry.Header, f freshness, freshLeft time.Duration) {
 	h, payload, err := entry.Decode(raw)
 	if err != nil {
 		if report {
-			c.corrupt(key, err)
+			c.corrupt(ctx, key, err)
 		}
 		return nil, h, expired, 0
 	}
@@ -170,7 +170,7 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, repor
 	if !h.Tombstone {
 		if v, err = c.decode(payload); err != nil {
 			if report {
-				c.corrupt(key, err)
+				c.corrupt(ctx, key, err)
 			}
 			return nil, h, expired, 0
 		}
@@ -187,7 +187,7 @@ func (c *Cache[V]) decodeRedis(key string, raw []byte, pttl time.Duration, repor
 // included (invariant 10). prev is a kept value the load will replace.
 func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *localEntry[V]) (Result[V], error) {
 	if !c.redisUsable() {
-		return c.withoutRedis(ctx, key, ld, prev)
+		return c.withoutRedis(ctx, key, ld, prev, LoadLocal)
 	}
 	// Register for the "filled" notification before looking, so that a fill
 	// landing between the look and the wait still wakes us.
@@ -200,11 +200,15 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *loc
 		known = replacingEntry(prev.id)
 	}
 	deadline := time.Now().Add(c.opts.WaitTimeout)
-	var recheck *time.Timer
-	woken := false // the last wait ended by a notification
+	var (
+		recheck   *time.Timer
+		waitStart time.Time // when another node's lease was first found
+		woken     bool      // the last wait ended by a notification
+	)
 	for pass := 0; ; pass++ {
 		left := time.Until(deadline)
 		if left <= 0 {
+			c.waited(ctx, key, waitStart, WaitTimeout)
 			return c.waitTimedOut(ctx, key, ld, prev)
 		}
 		gen := c.gens.of(key)
@@ -217,19 +221,22 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *loc
 			if c.opts.FailClosed {
 				return Result[V]{}, err
 			}
-			return c.loadLocal(ctx, key, ld, true, prev)
+			return c.loadLocal(ctx, key, ld, true, prev, LoadLocal)
 		}
 		if got.kept != nil {
 			prev, known = got.kept, replacingEntry(got.kept.id)
 		}
 		switch got.status {
 		case lockGotValue:
-			if pass > 0 && woken {
+			switch {
+			case pass > 0 && woken:
 				c.stats.wokenByNotify.Add(1)
-			} else if pass > 0 {
+				c.waited(ctx, key, waitStart, WaitNotify)
+			case pass > 0:
 				c.stats.wokenByRecheck.Add(1)
+				c.waited(ctx, key, waitStart, WaitRecheck)
 			}
-			r, err := c.served(key, got.e, got.f, gen)
+			r, err := c.served(ctx, key, got.e, got.f, gen)
 			r.Waited = pass > 0
 			return r, err
 		case lockWon:
@@ -237,10 +244,11 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *loc
 			if recheck != nil {
 				recheck.Stop()
 			}
-			return c.loadAndFill(ctx, key, ld, token, sent, prev)
+			return c.loadAndFill(ctx, key, ld, token, sent, prev, LoadMiss)
 		}
 		if pass == 0 {
-			c.stats.lockContended.Add(1)
+			c.note(ctx, EventLeaseContended, key)
+			waitStart = time.Now()
 			recheck = time.NewTimer(min(c.opts.Recheck, left))
 		} else {
 			recheck.Reset(min(c.opts.Recheck, left))
@@ -256,32 +264,41 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *loc
 		case <-recheck.C:
 		case <-ctx.Done():
 			recheck.Stop()
+			c.waited(ctx, key, waitStart, WaitCanceled)
 			return Result[V]{}, context.Cause(ctx)
 		case <-c.closeCtx.Done():
 			recheck.Stop()
+			c.waited(ctx, key, waitStart, WaitClosed)
 			return Result[V]{}, ErrClosed
 		}
+	}
+}
+
+// waited notes the end of a wait for another node's load (EventWait).
+func (c *Cache[V]) waited(ctx context.Context, key string, since time.Time, how string) {
+	if !since.IsZero() {
+		c.noteTimed(ctx, EventWait, key, time.Since(since), how, nil)
 	}
 }
 
 // withoutRedis is what a caller does with Redis out of reach (invariant 8):
 // fail closed, or load in this process and keep the value in L1, where the
 // circuit closing flushes it.
-func (c *Cache[V]) withoutRedis(ctx context.Context, key string, ld loader[V], prev *localEntry[V]) (Result[V], error) {
+func (c *Cache[V]) withoutRedis(ctx context.Context, key string, ld loader[V], prev *localEntry[V], reason string) (Result[V], error) {
 	if c.rdb != nil && c.opts.FailClosed {
 		return Result[V]{}, errCircuitOpen
 	}
-	return c.loadLocal(ctx, key, ld, true, prev)
+	return c.loadLocal(ctx, key, ld, true, prev, reason)
 }
 
 // served turns an entry that another node wrote into a Result.
-func (c *Cache[V]) served(key string, e *localEntry[V], f freshness, gen uint64) (Result[V], error) {
+func (c *Cache[V]) served(ctx context.Context, key string, e *localEntry[V], f freshness, gen uint64) (Result[V], error) {
 	now := c.now()
 	if f == stale {
-		c.stats.staleServed.Add(1)
+		c.note(ctx, EventStale, key)
 		return e.result(SourceStale, now)
 	}
-	c.stats.redisHits.Add(1)
+	c.note(ctx, EventRedisHit, key)
 	c.setL1(key, e, gen)
 	return e.result(SourceRedis, now)
 }
@@ -291,7 +308,7 @@ func (c *Cache[V]) waitTimedOut(ctx context.Context, key string, ld loader[V], p
 	if c.opts.OnWaitTimeout == WaitReturnError {
 		return Result[V]{}, fmt.Errorf("%w after %v (key %q)", ErrWaitTimeout, c.opts.WaitTimeout, key)
 	}
-	return c.loadLocal(ctx, key, ld, false, prev)
+	return c.loadLocal(ctx, key, ld, false, prev, LoadLocal)
 }
 
 // lockStatus is what lock.lua did, as it says in its reply.
@@ -345,7 +362,7 @@ func (c *Cache[V]) readOrLock(ctx context.Context, key, token string, known repl
 		}
 		raw, _ := res[1].(string)
 		pttl, _ := res[2].(int64)
-		e, _, f, _ := c.decodeRedis(key, []byte(raw), time.Duration(pttl)*time.Millisecond, false)
+		e, _, f, _ := c.decodeRedis(ctx, key, []byte(raw), time.Duration(pttl)*time.Millisecond, false)
 		switch {
 		case e != nil && f == kept:
 			// Not to be served: go for the lease, unless someone rewrote

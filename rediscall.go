@@ -27,8 +27,10 @@ func (c *Cache[V]) call(ctx context.Context, key string, limit time.Duration, fn
 	case ctx.Err() != nil:
 		return err
 	case unavailable(err):
-		c.stats.redisErrors.Add(1)
-		c.breaker.trip(c.now())
+		c.noteErr(ctx, EventRedisError, key, err)
+		if c.breaker.trip(c.now()) {
+			c.noteErr(ctx, EventBreakerOpen, key, err)
+		}
 		return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
 	default:
 		// Redis answered: it is up, the key is bad.

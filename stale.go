@@ -82,7 +82,7 @@ func (c *Cache[V]) refreshEarly(ctx context.Context, key string, ld loader[V], e
 	if e.id != 0 {
 		known = replacingEntry(e.id)
 	}
-	c.refreshInBackground(ctx, key, ld, known, e)
+	c.refreshInBackground(ctx, key, ld, known, e, LoadEarly)
 }
 
 // xfetchReach bounds how far before expiry XFetch is tried, in units of

@@ -106,6 +106,7 @@ type Cache[V any] struct {
 	l1    *ristretto.Cache[string, *localEntry[V]] // nil: no L1
 
 	localTTL     time.Duration // cap on L1 freshness; 0: none
+	obs          Observer      // Options.Observer and Options.Logger; nil: neither
 	ctxDeadlines bool          // rdb ends calls at their context's deadline
 
 	loads   flight[Result[V]]
@@ -165,9 +166,13 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 	c.gens.seed = maphash.MakeSeed()
 	c.waiters.m = make(map[string]*waitSlot)
 	c.breaker.cooldown = o.BreakerCooldown
+	c.obs = observers(o.Observer, o.Logger)
 	// Values loaded while the circuit was open, and invalidations missed
 	// meanwhile, must not outlive it.
-	c.breaker.onClose = c.flushL1
+	c.breaker.onClose = func() {
+		c.note(c.closeCtx, EventBreakerClosed, "")
+		c.flushL1(flushCircuit)
+	}
 	c.closeCtx, c.closeFn = context.WithCancel(context.Background())
 	clock.acquire()
 	if o.LocalCapacity > 0 {
@@ -201,7 +206,7 @@ func (c *Cache[V]) Get(ctx context.Context, key string, load func(ctx context.Co
 	// The L1 hit, kept lean: no Result, one atomic clock read.
 	if e := c.getL1(key); e != nil && load != nil {
 		if now := c.now(); now < e.freshUntil && now < e.earlyFrom {
-			c.stats.localHits.Add(1)
+			c.note(ctx, EventLocalHit, key)
 			if e.tombstone {
 				var zero V
 				return zero, ErrNotFound
@@ -243,7 +248,7 @@ func (c *Cache[V]) getMiss(ctx context.Context, key string, load func(ctx contex
 	if e != nil {
 		if now := c.now(); now < e.freshUntil {
 			c.refreshEarly(ctx, key, loader[V]{plain: load}, e, now)
-			c.stats.localHits.Add(1)
+			c.note(ctx, EventLocalHit, key)
 			if e.tombstone {
 				var zero V
 				return zero, ErrNotFound
@@ -347,7 +352,7 @@ func (c *Cache[V]) write(ctx context.Context, key string, raw []byte, px time.Du
 	})
 	if err != nil {
 		c.invalidateL1(key)
-		c.reportKeyError(key, err)
+		c.noteKeyError(ctx, key, err)
 		if !errors.Is(err, ErrRedisUnavailable) {
 			return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
 		}

@@ -64,7 +64,11 @@ func TestCorruptBytesAreAMiss(t *testing.T) {
 		rdb := b.client(t)
 		var reported atomic.Int64
 		c := newCache[string](t, b, Options{Namespace: "corrupt", LocalCapacity: -1,
-			OnError: func(string, error) { reported.Add(1) }})
+			Observer: ObserverFunc(func(_ context.Context, e Event) {
+				if e.Kind == EventCorrupt && e.Err != nil {
+					reported.Add(1)
+				}
+			})})
 		for i, raw := range []string{
 			"garbage",                    // foreign bytes
 			"\xa7\x02\x00\x01\x01\x01v",  // unknown version
@@ -240,13 +244,17 @@ func TestSingleProcessWithoutRedis(t *testing.T) {
 
 func TestStaleServedOnLoaderErrorKeepsTheError(t *testing.T) {
 	ctx := context.Background()
-	c, err := New[string](nil, Options{TTL: 50 * time.Millisecond, Stale: time.Minute})
+	var reported atomic.Value
+	c, err := New[string](nil, Options{TTL: 50 * time.Millisecond, Stale: time.Minute,
+		Observer: ObserverFunc(func(_ context.Context, e Event) {
+			if e.Kind == EventLoad && e.Reason == LoadRefresh && e.Err != nil {
+				reported.Store(e.Err)
+			}
+		})})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var reported atomic.Value
-	c.opts.OnError = func(_ string, err error) { reported.Store(err) }
 	c.Get(ctx, "k", func(context.Context, string) (string, error) { return "old", nil })
 	time.Sleep(80 * time.Millisecond)
 	dbDown := errors.New("db down")
@@ -259,7 +267,7 @@ func TestStaleServedOnLoaderErrorKeepsTheError(t *testing.T) {
 		return err == nil && r.Value == "old" && r.Source == SourceStale && errors.Is(r.LoadErr, dbDown)
 	})
 	if e, _ := reported.Load().(error); !errors.Is(e, dbDown) {
-		t.Fatalf("OnError got %v, want the loader's error", e)
+		t.Fatalf("the observer got %v, want the loader's error on a refresh", e)
 	}
 }
 
@@ -531,7 +539,7 @@ func TestRefreshSkipsAnEntryRewrittenWithAShorterLife(t *testing.T) {
 			return v == "v1:k"
 		})
 		// other read "old" before the refresh landed and now tries its own.
-		if err := other.refresh(ctx, "k", loader[string]{plain: l.load}, replacingEntry(old.ID), nil); err != nil {
+		if err := other.refresh(ctx, "k", loader[string]{plain: l.load}, replacingEntry(old.ID), nil, LoadRefresh); err != nil {
 			t.Fatal(err)
 		}
 		if n := l.calls.Load(); n != 1 {

@@ -23,22 +23,23 @@ type Stats struct {
 	LocalFlushes       uint64 // L1 emptied because invalidations may have been lost (resubscription, a gap in a node's messages, a silent subscription, the circuit closing)
 }
 
+// counters are the atomics behind Stats: one per event kind, and the few
+// that say more than an event's kind.
 type counters struct {
-	localHits, redisHits, misses, loads, staleServed, earlyRefreshes,
-	lockWon, lockContended, wokenByNotify, wokenByRecheck, leaseRenewals,
-	leasesLost, writeBacksRejected, redisErrors, loaderPanics, corrupt, localFlushes atomic.Uint64
+	n                                             [numEventKinds]atomic.Uint64
+	earlyRefreshes, wokenByNotify, wokenByRecheck atomic.Uint64
 }
 
 // Stats returns a snapshot of the cache's counters.
 func (c *Cache[V]) Stats() Stats {
 	s := &c.stats
 	return Stats{
-		LocalHits: s.localHits.Load(), RedisHits: s.redisHits.Load(), Misses: s.misses.Load(),
-		Loads: s.loads.Load(), StaleServed: s.staleServed.Load(), EarlyRefreshes: s.earlyRefreshes.Load(),
-		LockWon: s.lockWon.Load(), LockContended: s.lockContended.Load(),
+		LocalHits: s.n[EventLocalHit].Load(), RedisHits: s.n[EventRedisHit].Load(), Misses: s.n[EventMiss].Load(),
+		Loads: s.n[EventLoadStart].Load(), StaleServed: s.n[EventStale].Load(), EarlyRefreshes: s.earlyRefreshes.Load(),
+		LockWon: s.n[EventLeaseWon].Load(), LockContended: s.n[EventLeaseContended].Load(),
 		WokenByNotify: s.wokenByNotify.Load(), WokenByRecheck: s.wokenByRecheck.Load(),
-		LeaseRenewals: s.leaseRenewals.Load(), LeasesLost: s.leasesLost.Load(),
-		WriteBacksRejected: s.writeBacksRejected.Load(), RedisErrors: s.redisErrors.Load(),
-		LoaderPanics: s.loaderPanics.Load(), Corrupt: s.corrupt.Load(), LocalFlushes: s.localFlushes.Load(),
+		LeaseRenewals: s.n[EventLeaseRenewed].Load(), LeasesLost: s.n[EventLeaseLost].Load(),
+		WriteBacksRejected: s.n[EventWriteBackRejected].Load(), RedisErrors: s.n[EventRedisError].Load(),
+		LoaderPanics: s.n[EventLoaderPanic].Load(), Corrupt: s.n[EventCorrupt].Load(), LocalFlushes: s.n[EventLocalFlush].Load(),
 	}
 }

@@ -58,7 +58,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 		LocalTTL:        opts.LocalTTL,
 		BreakerCooldown: opts.BreakerCooldown,
 		Codec:           codec{},
-		OnError:         opts.OnError,
+		Observer:        errorsTo(opts.OnError),
 	})
 	if err != nil {
 		return nil, err
@@ -222,4 +222,21 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 	default:
 		m.serveResult(w, r, c, key, res)
 	}
+}
+
+// errorsTo passes the core's errors that no request sees to onError.
+func errorsTo(onError func(key string, err error)) stampede.Observer {
+	if onError == nil {
+		return nil
+	}
+	return stampede.ObserverFunc(func(_ context.Context, e stampede.Event) {
+		switch e.Kind {
+		case stampede.EventCorrupt, stampede.EventLeaseLost:
+			onError(e.Key, e.Err)
+		case stampede.EventLoad:
+			if e.Err != nil && (e.Reason == stampede.LoadRefresh || e.Reason == stampede.LoadEarly) {
+				onError(e.Key, e.Err)
+			}
+		}
+	})
 }

@@ -128,7 +128,7 @@ type Result struct {
 	Waiters  int            `json:"-"` // callers that waited for a load
 	Wall     time.Duration  `json:"-"` // from the start barrier to the last answer
 	Stats    stampede.Stats `json:"-"` // summed over the nodes (Full only)
-	// Reported counts the errors stampede reported through OnError (failed
+	// Reported counts the errors stampede reported to its Observer (failed
 	// lease renewals, failed background refreshes); FirstReported is one.
 	Reported      int    `json:"-"`
 	FirstReported string `json:"-"`

@@ -58,8 +58,18 @@ type node struct {
 	firstErr string
 }
 
-// report receives the errors stampede reports through Options.OnError.
-func (n *node) report(key string, err error) {
+// observe counts the errors stampede reports through its Observer: failed
+// background refreshes, lost leases, unusable entries.
+func (n *node) observe(_ context.Context, e stampede.Event) {
+	switch {
+	case e.Kind == stampede.EventLeaseLost, e.Kind == stampede.EventCorrupt,
+		e.Kind == stampede.EventLoad && e.Err != nil && (e.Reason == stampede.LoadRefresh || e.Reason == stampede.LoadEarly):
+		n.report(e.Err)
+	}
+}
+
+// report counts one error.
+func (n *node) report(err error) {
 	n.reportMu.Lock()
 	defer n.reportMu.Unlock()
 	if n.reported == 0 {
@@ -146,7 +156,7 @@ func (n *node) newGetter() (getter, error) {
 		TTL:       ttl,
 		Stale:     ttl,
 		LockTTL:   n.j.LockTTL,
-		OnError:   n.report,
+		Observer:  stampede.ObserverFunc(n.observe),
 	})
 	if err != nil {
 		return nil, err

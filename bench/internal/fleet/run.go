@@ -27,7 +27,7 @@ type partial struct {
 	Over   []int64 // overhead of every caller that waited for a load, ns
 	Wall   time.Duration
 	Stats  stampede.Stats
-	// Errors stampede reported through Options.OnError (failed renewals,
+	// Errors stampede reported to its Observer (failed renewals,
 	// background refreshes): how many, and the first.
 	Reported      int
 	FirstReported string
