@@ -12,11 +12,16 @@ import (
 
 // The cache's rebuild lease and writes.
 var (
-	// Lock reads a value or takes the rebuild lease (lock.lua).
-	Lock = redis.NewScript(lockSrc)
+	// Lock reads a value or takes the rebuild lease (rebuild.lua,
+	// lock.lua).
+	Lock = redis.NewScript(rebuildSrc + lockSrc)
 	// Fill writes a value back under the lease, then drops it and
-	// publishes (fill.lua).
-	Fill = redis.NewScript(fillSrc)
+	// publishes (rebuild.lua, fill.lua).
+	Fill = redis.NewScript(rebuildSrc + fillSrc)
+	// LockMany is Lock for many keys of one hash slot (lock_many.lua).
+	LockMany = redis.NewScript(rebuildSrc + lockManySrc)
+	// FillMany is Fill for many keys of one hash slot (fill_many.lua).
+	FillMany = redis.NewScript(rebuildSrc + fillManySrc)
 	// Write is Set and Delete: write or delete, drop the lease, publish
 	// (write.lua).
 	Write = redis.NewScript(writeSrc)
@@ -28,6 +33,9 @@ var (
 	Extend = redis.NewScript(extendSrc)
 	// Release is compare-and-delete (release.lua).
 	Release = redis.NewScript(releaseSrc)
+	// ExtendMany is Extend for many leases of one value and one hash slot
+	// (extend_many.lua).
+	ExtendMany = redis.NewScript(extendManySrc)
 )
 
 // The Locker.
@@ -45,8 +53,16 @@ var (
 )
 
 var (
+	//go:embed rebuild.lua
+	rebuildSrc string
 	//go:embed lock.lua
 	lockSrc string
+	//go:embed lock_many.lua
+	lockManySrc string
+	//go:embed fill_many.lua
+	fillManySrc string
+	//go:embed extend_many.lua
+	extendManySrc string
 	//go:embed fill.lua
 	fillSrc string
 	//go:embed write.lua
