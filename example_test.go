@@ -139,3 +139,30 @@ func ExampleOptions_logger() {
 	// level=ERROR msg="stampede: loader panicked" namespace=products key=sku-42 panic="no database configured"
 	// true
 }
+
+// A product page reads 40 products at once: the ones not cached are loaded
+// in one query, once across the fleet, each written back under its own
+// lease.
+func ExampleCache_GetMany() {
+	products, _ := stampede.New[string](nil, stampede.Options{TTL: time.Minute})
+	defer products.Close()
+	queries := 0
+	load := func(ctx context.Context, ids []string) (map[string]string, error) {
+		queries++ // SELECT ... WHERE id = ANY($1)
+		out := make(map[string]string, len(ids))
+		for _, id := range ids {
+			if id != "sku-0" { // not in the database: left out, cached as not found
+				out[id] = "Product " + id
+			}
+		}
+		return out, nil
+	}
+	ctx := context.Background()
+	got, err := products.GetMany(ctx, []string{"sku-1", "sku-2", "sku-0"}, load)
+	fmt.Println(len(got), got["sku-2"], err)
+	got, err = products.GetMany(ctx, []string{"sku-1", "sku-2", "sku-3"}, load)
+	fmt.Println(len(got), got["sku-3"], err, "queries:", queries)
+	// Output:
+	// 2 Product sku-2 <nil>
+	// 3 Product sku-3 <nil> queries: 2
+}

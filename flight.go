@@ -83,18 +83,44 @@ func (c *flightCall[R]) await(ctx context.Context) bool {
 	return true
 }
 
-// run is the call's own goroutine: it runs fn, publishes the result and
-// lets later callers start a new call.
+// run is the call's own goroutine: it runs fn and finishes the call.
 func (f *flight[R]) run(ctx context.Context, key string, c *flightCall[R], fn func(context.Context) (R, error)) {
-	defer func() {
-		f.mu.Lock()
-		if f.calls[key] == c {
-			delete(f.calls, key)
+	r, err := recovered(ctx, fn)
+	f.finish(key, c, r, err)
+}
+
+// claim returns, for each key, the call in flight, and whether the caller
+// made it: then the caller's work is that call's, and the caller must
+// finish it.
+func (f *flight[R]) claim(keys []string) (calls []*flightCall[R], made []bool) {
+	calls, made = make([]*flightCall[R], len(keys)), make([]bool, len(keys))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.calls == nil {
+		f.calls = make(map[string]*flightCall[R])
+	}
+	for i, key := range keys {
+		if c := f.calls[key]; c != nil {
+			calls[i] = c
+			continue
 		}
-		f.mu.Unlock()
-		close(c.done)
-	}()
-	c.res, c.err = recovered(ctx, fn)
+		c := &flightCall[R]{done: make(chan struct{})}
+		f.calls[key] = c
+		calls[i], made[i] = c, true
+	}
+	return calls, made
+}
+
+// finish publishes the result of c, made for key, and lets later callers
+// start a new call. It is called once per call.
+func (f *flight[R]) finish(key string, c *flightCall[R], r R, err error) {
+	c.res, c.err = r, err
+	f.mu.Lock()
+	if f.calls[key] == c {
+		delete(f.calls, key)
+	}
+	f.mu.Unlock()
+	close(c.done)
 }
 
 // forget makes later callers of key start a new call instead of joining the

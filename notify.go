@@ -278,8 +278,9 @@ type waitRegistry struct {
 
 // waitSlot is closed by the next notification for its key.
 type waitSlot struct {
-	ch   chan struct{}
-	refs int // waiters holding it; guarded by waitRegistry.mu
+	ch    chan struct{}
+	refs  int             // waiters holding it; guarded by waitRegistry.mu
+	wakes []chan struct{} // also signalled (batches waiting on many keys); guarded by waitRegistry.mu
 }
 
 // acquire returns the slot the next notification of key will close.
@@ -293,6 +294,27 @@ func (r *waitRegistry) acquire(key string) *waitSlot {
 	}
 	s.refs++
 	return s
+}
+
+// watch is acquire for a waiter of many keys: wake (buffered) is also
+// signalled when the slot fires, so that one channel tells of any key.
+func (r *waitRegistry) watch(key string, wake chan struct{}) *waitSlot {
+	s := r.acquire(key)
+	r.mu.Lock()
+	s.wakes = append(s.wakes, wake)
+	r.mu.Unlock()
+	return s
+}
+
+// fire closes s and signals its wakes; r.mu is held.
+func (s *waitSlot) fire() {
+	close(s.ch)
+	for _, w := range s.wakes {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // release drops a waiter's hold on s; the last one out forgets it.
@@ -310,7 +332,7 @@ func (r *waitRegistry) notify(key string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s := r.m[key]; s != nil {
-		close(s.ch)
+		s.fire()
 		delete(r.m, key)
 	}
 }
@@ -320,7 +342,7 @@ func (r *waitRegistry) notifyAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for key, s := range r.m {
-		close(s.ch)
+		s.fire()
 		delete(r.m, key)
 	}
 }

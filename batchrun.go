@@ -1,0 +1,571 @@
+package stampede
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/stampede-go/stampede/internal/bounded"
+	"github.com/stampede-go/stampede/internal/entry"
+	"github.com/stampede-go/stampede/internal/lease"
+	"github.com/stampede-go/stampede/internal/lua"
+)
+
+// batch is the work of one GetMany or FetchMany for the keys whose calls
+// it made: it runs detached from its caller and finishes every call it
+// made, whatever happens.
+type batch[V any] struct {
+	c     *Cache[V]
+	ld    manyLoader[V]
+	stale map[string]*localEntry[V] // L1 stale copies, served while Redis has nothing better
+
+	// refreshing: the batch refreshes stale values in the background; it
+	// has no calls, and a value found means someone refreshed it first.
+	refreshing bool
+
+	mu    sync.Mutex                          // guards calls
+	calls map[string]*flightCall[Result[V]]   // calls not yet finished
+	loads sync.WaitGroup                      // loads started by the batch
+}
+
+// finish finishes key's call, once.
+func (b *batch[V]) finish(key string, r Result[V], err error) {
+	b.mu.Lock()
+	call := b.calls[key]
+	delete(b.calls, key)
+	b.mu.Unlock()
+	if call != nil {
+		b.c.loads.finish(key, call, r, err)
+	}
+}
+
+// unfinished returns the keys whose calls are not finished.
+func (b *batch[V]) unfinished() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	keys := make([]string, 0, len(b.calls))
+	for k := range b.calls {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// run is the batch's work: read what Redis has and lease what it lacks,
+// load what this node leased in one loader call, wait for the rest.
+func (b *batch[V]) run(ctx context.Context, keys []string) {
+	c := b.c
+	defer c.wg.Done()
+	defer func() {
+		// Whatever went wrong, no call is left unfinished (invariant 7).
+		var err error = ErrClosed
+		if v := recover(); v != nil {
+			err = newPanicError(v)
+		}
+		b.loads.Wait()
+		for _, key := range b.unfinished() {
+			b.finish(key, Result[V]{}, err)
+		}
+	}()
+	if !c.redisUsable() {
+		b.withoutRedis(ctx, keys, LoadLocal)
+		return
+	}
+	// Register for every key's "filled" before looking, as lead does.
+	wake := make(chan struct{}, 1)
+	slots := make(map[string]*waitSlot, len(keys))
+	for _, key := range keys {
+		slots[key] = c.waiters.watch(key, wake)
+	}
+	defer func() {
+		for key, s := range slots {
+			c.waiters.release(key, s)
+		}
+	}()
+	pending := make(map[string]replacing, len(keys))
+	for _, key := range keys {
+		pending[key] = replacingNone
+	}
+	b.lead(ctx, pending, wake, slots)
+}
+
+// lead takes the leases of pending keys it can, loads those, and waits for
+// the others to be filled elsewhere, re-checking every Recheck, until
+// WaitTimeout; pending maps each key to what is known of its value.
+func (b *batch[V]) lead(ctx context.Context, pending map[string]replacing, wake chan struct{}, slots map[string]*waitSlot) {
+	c := b.c
+	token := lease.NewValue()
+	start := time.Now()
+	deadline := start.Add(c.opts.WaitTimeout)
+	recheck := time.NewTimer(time.Hour)
+	recheck.Stop()
+	defer recheck.Stop()
+	how := ""       // how the last wait ended
+	again := false // look again at once: a kept or undecodable value was found
+	for pass := 0; len(pending) > 0; pass++ {
+		left := time.Until(deadline)
+		if left <= 0 {
+			for k := range pending {
+				c.noteTimed(ctx, EventWait, k, time.Since(start), WaitTimeout, nil)
+			}
+			b.timedOut(ctx, pending)
+			return
+		}
+		if pass > 0 && !again {
+			recheck.Reset(min(c.opts.Recheck, left))
+			select {
+			case <-wake:
+				recheck.Stop()
+				how = WaitNotify
+			case <-recheck.C:
+				how = WaitRecheck
+			case <-c.closeCtx.Done():
+				return // the caller's deferred finish says ErrClosed
+			}
+			// Slots that fired are gone: the next notification closes new ones.
+			for key, s := range slots {
+				select {
+				case <-s.ch:
+					c.waiters.release(key, s)
+					slots[key] = c.waiters.watch(key, wake)
+				default:
+				}
+			}
+		}
+		sent := time.Now()
+		var won []string
+		won, again = b.lockMany(ctx, token, pending, min(left, c.opts.RedisTimeout), pass, how, start)
+		if len(won) > 0 {
+			b.loads.Add(1)
+			go b.loadAndFill(ctx, token, won, sent)
+		}
+	}
+}
+
+// lockMany runs lock_many.lua for the pending keys, one call per slot
+// group, and settles each key it can: a value served, a lease won (in won,
+// for the caller to load), or still held elsewhere (left pending). again
+// says a kept or undecodable value was found, whose lease is to be tried at
+// once. A group Redis fails for is settled without Redis. how and since say
+// how and since when the keys waited, for the waits that end here.
+func (b *batch[V]) lockMany(ctx context.Context, token string, pending map[string]replacing, limit time.Duration, pass int, how string, since time.Time) (won []string, again bool) {
+	c := b.c
+	keys := make([]string, 0, len(pending))
+	for k := range pending {
+		keys = append(keys, k)
+	}
+	var stales []string
+	var staleEntries []*localEntry[V]
+	for _, g := range c.groups(keys) {
+		gen := make(map[string]uint64, len(g.keys))
+		redisKeys := make([]string, 0, 2*len(g.keys))
+		args := make([]any, 0, 2+len(g.keys))
+		args = append(args, token, c.opts.LockTTL.Milliseconds())
+		for _, k := range g.keys {
+			gen[k] = c.gens.of(k)
+			vk := c.valueKey(k)
+			redisKeys = append(redisKeys, vk, vk+":lock")
+			args = append(args, string(pending[k]))
+		}
+		var res []any
+		err := c.call(ctx, g.keys[0], limit, func(ctx context.Context) error {
+			var err error
+			res, err = lua.LockMany.Run(ctx, g.rdb, redisKeys, args...).Slice()
+			return err
+		})
+		if err != nil || len(res) != len(g.keys) {
+			if err == nil {
+				err = fmt.Errorf("stampede: lock_many.lua replied %d results for %d keys", len(res), len(g.keys))
+			}
+			var local []string
+			for _, k := range g.keys {
+				delete(pending, k)
+				switch s := b.stale[k]; {
+				case c.opts.FailClosed:
+					b.finish(k, Result[V]{}, err)
+				case s != nil:
+					c.note(ctx, EventStale, k)
+					r, err := c.staleResult(k, s)
+					b.finish(k, r, err)
+				default:
+					local = append(local, k)
+				}
+			}
+			if len(local) > 0 && !b.refreshing {
+				// Fail open for these keys, loading them here without Redis.
+				b.loads.Add(1)
+				go func() {
+					defer b.loads.Done()
+					b.loadLocal(ctx, local, true, LoadLocal)
+				}()
+			}
+			continue
+		}
+		for i, k := range g.keys {
+			reply, _ := res[i].([]any)
+			status := lockHeld
+			if len(reply) > 0 {
+				s, _ := reply[0].(int64)
+				status = lockStatus(s)
+			}
+			switch status {
+			case lockGotValue:
+				var raw string
+				var pttl int64
+				if len(reply) == 3 {
+					raw, _ = reply[1].(string)
+					pttl, _ = reply[2].(int64)
+				}
+				e, _, f, _ := c.decodeRedis(ctx, k, []byte(raw), time.Duration(pttl)*time.Millisecond, true)
+				switch {
+				case e == nil:
+					pending[k] = replacingAny // undecodable: go for the lease past it
+					again = true
+					continue
+				case f == kept:
+					pending[k] = replacingEntry(e.id) // not to be served: its lease, at once
+					again = true
+					continue
+				}
+				delete(pending, k)
+				if pass > 0 {
+					if how == WaitNotify {
+						c.stats.wokenByNotify.Add(1)
+					} else {
+						c.stats.wokenByRecheck.Add(1)
+					}
+					c.noteTimed(ctx, EventWait, k, time.Since(since), how, nil)
+				}
+				if f == stale && !b.refreshing {
+					stales = append(stales, k)
+					staleEntries = append(staleEntries, e)
+				}
+				r, err := c.served(ctx, k, e, f, gen[k])
+				r.Waited = pass > 0
+				b.finish(k, r, err)
+			case lockWon:
+				delete(pending, k)
+				won = append(won, k)
+				if s := b.stale[k]; s != nil {
+					// Served from L1 at once; the load replaces it.
+					c.note(ctx, EventStale, k)
+					r, err := c.staleResult(k, s)
+					b.finish(k, r, err)
+				}
+			default:
+				if pass == 0 {
+					c.note(ctx, EventLeaseContended, k)
+				}
+				if s := b.stale[k]; s != nil {
+					// Another node refreshes it: the stale copy will do.
+					delete(pending, k)
+					c.note(ctx, EventStale, k)
+					r, err := c.staleResult(k, s)
+					b.finish(k, r, err)
+				}
+			}
+		}
+	}
+	b.refreshLater(ctx, stales, staleEntries)
+	return won, again
+}
+
+// refreshLater refreshes stale values read by the batch, in the
+// background and once across the fleet, with one loader call for the
+// keys whose leases it wins (the keys this process refreshes already are
+// left to that refresh).
+func (b *batch[V]) refreshLater(ctx context.Context, keys []string, es []*localEntry[V]) {
+	c := b.c
+	if len(keys) == 0 {
+		return
+	}
+	pending := make(map[string]replacing, len(keys))
+	c.mu.Lock()
+	if c.closed.Load() {
+		c.mu.Unlock()
+		return
+	}
+	for i, k := range keys {
+		if _, busy := c.refreshing[k]; !busy {
+			c.refreshing[k] = struct{}{}
+			pending[k] = replacingEntry(es[i].id)
+		}
+	}
+	if len(pending) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	rb := &batch[V]{c: c, ld: b.ld, refreshing: true}
+	go func() {
+		defer c.wg.Done()
+		defer func() {
+			c.mu.Lock()
+			for k := range pending {
+				delete(c.refreshing, k)
+			}
+			c.mu.Unlock()
+		}()
+		token := lease.NewValue()
+		sent := time.Now()
+		won, _ := rb.lockMany(ctx, token, pending, c.opts.RedisTimeout, 0, "", sent)
+		if len(won) > 0 {
+			c.stats.earlyRefreshes.Add(uint64(len(won)))
+			rb.loads.Add(1)
+			rb.loadAndFill(ctx, token, won, sent)
+		}
+	}()
+}
+
+// timedOut applies Options.OnWaitTimeout to the keys still waiting.
+func (b *batch[V]) timedOut(ctx context.Context, pending map[string]replacing) {
+	keys := make([]string, 0, len(pending))
+	for k := range pending {
+		keys = append(keys, k)
+	}
+	if b.c.opts.OnWaitTimeout == WaitReturnError {
+		for _, k := range keys {
+			b.finish(k, Result[V]{}, fmt.Errorf("%w after %v (key %q)", ErrWaitTimeout, b.c.opts.WaitTimeout, k))
+		}
+		return
+	}
+	b.loadLocal(ctx, keys, false, LoadLocal)
+}
+
+// withoutRedis is what a batch does with Redis out of reach: fail closed,
+// or load in this process.
+func (b *batch[V]) withoutRedis(ctx context.Context, keys []string, reason string) {
+	if b.c.rdb != nil && b.c.opts.FailClosed {
+		for _, k := range keys {
+			b.finish(k, Result[V]{}, errCircuitOpen)
+		}
+		return
+	}
+	b.loadLocal(ctx, keys, true, reason)
+}
+
+// callLoader runs the batch loader safely with its own timeout, for keys.
+func (b *batch[V]) callLoader(ctx context.Context, keys []string, reason string) (map[string]Loaded[V], time.Duration, error) {
+	c := b.c
+	c.noteTimed(ctx, EventLoadStart, keys[0], 0, reason, nil)
+	cctx, cancelClosed := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(c.closeCtx, func() { cancelClosed(ErrClosed) })
+	defer stop()
+	defer cancelClosed(nil)
+	lctx, cancel := context.WithTimeout(cctx, c.opts.LoadTimeout)
+	defer cancel()
+	start := time.Now()
+	got, err := callSafely(lctx, func(ctx context.Context) (map[string]Loaded[V], error) {
+		return b.ld.call(ctx, keys)
+	})
+	took := time.Since(start)
+	var pe *PanicError
+	if errors.As(err, &pe) || errors.Is(err, errGoexit) {
+		c.noteErr(ctx, EventLoaderPanic, keys[0], err)
+	}
+	c.noteTimed(ctx, EventLoad, keys[0], took, reason, err)
+	return got, took, err
+}
+
+// loadLocal loads keys without leases; store says whether L1 may keep the
+// values (briefly, as Cache.loadLocal does).
+func (b *batch[V]) loadLocal(ctx context.Context, keys []string, store bool, reason string) {
+	c := b.c
+	gens := make(map[string]uint64, len(keys))
+	for _, k := range keys {
+		gens[k] = c.gens.of(k)
+	}
+	got, delta, err := b.callLoader(ctx, keys, reason)
+	if c.rdb != nil {
+		delta = 0 // no early refresh of a value Redis never saw
+	}
+	for _, k := range keys {
+		if err != nil {
+			b.finish(k, Result[V]{}, err)
+			continue
+		}
+		l, found := got[k]
+		if !found {
+			if store && c.opts.NotFoundTTL > 0 {
+				c.store(k, c.newLocal(zero[V](), true, c.opts.NotFoundTTL, 0, 0, 0), gens[k])
+			}
+			b.finish(k, Result[V]{Source: SourceLoader}, ErrNotFound)
+			continue
+		}
+		r := Result[V]{Value: l.Value, Source: SourceLoader}
+		if store && !l.Entry.NoStore {
+			ttl, stl := c.entryTTLs(l.Entry)
+			e := c.newLocal(l.Value, false, ttl, stl, delta, 0)
+			if c.rdb != nil {
+				e.freshUntil = min(e.freshUntil, e.loadedAt+c.opts.BreakerCooldown)
+			}
+			c.store(k, e, gens[k])
+			c.forgetRefreshErr(k)
+			r.Stored = c.rdb == nil && c.l1 != nil
+		}
+		b.finish(k, r, nil)
+	}
+}
+
+// loadAndFill loads the keys whose leases the batch won, in one loader
+// call, keeping the leases meanwhile, then writes each back under its own
+// lease (invariants 2 and 3), one script call per slot group.
+func (b *batch[V]) loadAndFill(ctx context.Context, token string, keys []string, leased time.Time) {
+	defer b.loads.Done()
+	c := b.c
+	gens := make(map[string]uint64, len(keys))
+	for _, k := range keys {
+		c.note(ctx, EventLeaseWon, k)
+		gens[k] = c.gens.of(k)
+	}
+	kctx, stopKeeping := context.WithCancel(c.closeCtx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		b.keep(kctx, ctx, token, keys, leased)
+	}()
+	reason := LoadMiss
+	if b.refreshing {
+		reason = LoadRefresh
+	}
+	got, delta, err := b.callLoader(ctx, keys, reason)
+	stopKeeping()
+	<-kept // no renewal after the load ends (invariant 3)
+
+	type out struct {
+		raw       []byte // nil: store nothing, drop the lease
+		px        time.Duration
+		e         *localEntry[V]
+		r         Result[V]
+		err       error
+		tombstone bool
+	}
+	outs := make(map[string]*out, len(keys))
+	for _, k := range keys {
+		o := &out{}
+		outs[k] = o
+		if err != nil {
+			o.err = err // never cached (invariant 9): the lease is dropped
+			continue
+		}
+		l, found := got[k]
+		switch {
+		case !found && c.opts.NotFoundTTL > 0:
+			raw, id, _ := c.encodeEntry(zero[V](), entry.Header{Tombstone: true, TTL: c.opts.NotFoundTTL})
+			o.raw, o.px, o.tombstone = raw, c.opts.NotFoundTTL, true
+			o.e = c.newLocal(zero[V](), true, c.opts.NotFoundTTL, 0, 0, id)
+			o.r, o.err = Result[V]{Source: SourceLoader}, ErrNotFound
+		case !found:
+			o.r, o.err = Result[V]{Source: SourceLoader}, ErrNotFound
+		case l.Entry.NoStore:
+			o.r = Result[V]{Value: l.Value, Source: SourceLoader}
+		default:
+			ttl, stl := c.entryTTLs(l.Entry)
+			h := entry.Header{TTL: ttl, Stale: stl, Delta: delta, Keep: max(l.Entry.Keep, 0)}
+			raw, id, eerr := c.encodeEntry(l.Value, h)
+			if eerr != nil {
+				o.err = fmt.Errorf("stampede: key %q: %w", k, eerr)
+				continue
+			}
+			o.raw, o.px = raw, ttl+stl+h.Keep
+			o.e = c.newLocal(l.Value, false, ttl, stl, delta, id)
+			o.r = Result[V]{Value: l.Value, Source: SourceLoader}
+		}
+	}
+	for _, g := range c.groups(keys) {
+		redisKeys := make([]string, 0, 2*len(g.keys))
+		args := make([]any, 0, 2+3*len(g.keys))
+		args = append(args, token, c.channel)
+		for _, k := range g.keys {
+			o := outs[k]
+			vk := c.valueKey(k)
+			redisKeys = append(redisKeys, vk, vk+":lock")
+			args = append(args, o.raw, pxMillis(o.px), c.message(msgFilled, k))
+		}
+		var res []any
+		ferr := c.call(ctx, g.keys[0], 0, func(ctx context.Context) error {
+			var err error
+			res, err = lua.FillMany.Run(ctx, g.rdb, redisKeys, args...).Slice()
+			return err
+		})
+		if ferr != nil {
+			c.noteKeyError(ctx, g.keys[0], ferr)
+		}
+		for i, k := range g.keys {
+			o := outs[k]
+			stored := false
+			if ferr == nil && i < len(res) {
+				n, _ := res[i].(int64)
+				stored = n == 1
+				if n == 0 && o.raw != nil {
+					c.note(ctx, EventWriteBackRejected, k)
+				}
+			}
+			if o.e != nil && (stored || ferr != nil) { // a refused write-back means newer data exists
+				c.store(k, o.e, gens[k])
+			}
+			if stored {
+				c.forgetRefreshErr(k)
+			}
+			o.r.Stored = stored && o.raw != nil && !o.tombstone
+			b.finish(k, o.r, o.err)
+		}
+	}
+}
+
+// keep renews the leases of keys, one ExtendMany per slot group every
+// LockTTL/3, until kctx ends; it gives up, as lease.Keep does, when the
+// leases could not be confirmed while a third of them was left. A lost
+// lease makes its key's write-back fail, which is the point.
+func (b *batch[V]) keep(kctx, ctx context.Context, token string, keys []string, lastOK time.Time) {
+	c := b.c
+	ttl := c.opts.LockTTL
+	interval := max(ttl/3, time.Millisecond)
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	groups := c.groups(keys)
+	for {
+		select {
+		case <-kctx.Done():
+			return
+		case <-t.C:
+		}
+		giveUp := time.Until(lastOK.Add(ttl - interval))
+		if giveUp <= 0 {
+			for _, k := range keys {
+				c.noteErr(ctx, EventLeaseLost, k, fmt.Errorf("%w: could not be renewed in time", lease.ErrLost))
+			}
+			return
+		}
+		sent := time.Now()
+		for _, g := range groups {
+			lockKeys := make([]string, len(g.keys))
+			for i, k := range g.keys {
+				lockKeys[i] = c.lockKey(k)
+			}
+			var res []any
+			err := bounded.Call(kctx, giveUp, c.ctxDeadlines, func(ctx context.Context) error {
+				var err error
+				res, err = lua.ExtendMany.Run(ctx, g.rdb, lockKeys, token, ttl.Milliseconds()).Slice()
+				return err
+			})
+			if err != nil {
+				if kctx.Err() == nil {
+					for _, k := range g.keys {
+						c.noteErr(ctx, EventLeaseLost, k, fmt.Errorf("%w: %w", lease.ErrLost, err))
+					}
+				}
+				return
+			}
+			for i, k := range g.keys {
+				if n, _ := res[i].(int64); n == 1 {
+					c.note(ctx, EventLeaseRenewed, k)
+				}
+			}
+		}
+		lastOK = sent
+		t.Reset(interval)
+	}
+}
