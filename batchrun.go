@@ -25,9 +25,9 @@ type batch[V any] struct {
 	// has no calls, and a value found means someone refreshed it first.
 	refreshing bool
 
-	mu    sync.Mutex                          // guards calls
-	calls map[string]*flightCall[Result[V]]   // calls not yet finished
-	loads sync.WaitGroup                      // loads started by the batch
+	mu    sync.Mutex                        // guards calls
+	calls map[string]*flightCall[Result[V]] // calls not yet finished
+	loads sync.WaitGroup                    // loads started by the batch
 }
 
 // finish finishes key's call, once.
@@ -101,7 +101,7 @@ func (b *batch[V]) lead(ctx context.Context, pending map[string]replacing, wake 
 	recheck := time.NewTimer(time.Hour)
 	recheck.Stop()
 	defer recheck.Stop()
-	how := ""       // how the last wait ended
+	how := ""      // how the last wait ended
 	again := false // look again at once: a kept or undecodable value was found
 	for pass := 0; len(pending) > 0; pass++ {
 		left := time.Until(deadline)
