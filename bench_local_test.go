@@ -52,3 +52,25 @@ func BenchmarkLocalHitParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkLocalHitObserved: an L1 hit with an Observer set (one that does
+// nothing), next to BenchmarkLocalHitString, which has none: what turning
+// observation on costs a hit.
+func BenchmarkLocalHitObserved(b *testing.B) {
+	var n int
+	c := newCache[string](b, backend{}, Options{Observer: ObserverFunc(func(context.Context, Event) { n++ })})
+	load := func(context.Context, string) (string, error) { return "value", nil }
+	ctx := context.Background()
+	if _, err := c.Get(ctx, "k", load); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Get(ctx, "k", load); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n == 0 {
+		b.Fatal("the observer saw nothing")
+	}
+}
