@@ -112,6 +112,7 @@ func (b *batch[V]) lead(ctx context.Context, pending map[string]replacing, wake 
 			b.timedOut(ctx, pending)
 			return
 		}
+		var look []string // the keys to look at: all pending, or those notified
 		if pass > 0 && !again {
 			recheck.Reset(min(c.opts.Recheck, left))
 			select {
@@ -123,19 +124,34 @@ func (b *batch[V]) lead(ctx context.Context, pending map[string]replacing, wake 
 			case <-c.closeCtx.Done():
 				return // the caller's deferred finish says ErrClosed
 			}
-			// Slots that fired are gone: the next notification closes new ones.
+			// Slots that fired are gone: the next notification closes new
+			// ones. Woken, only their keys are looked at: the others'
+			// fills have not come, and a batch re-reading all its keys on
+			// each of their fills would cost Redis the square of them.
 			for key, s := range slots {
 				select {
 				case <-s.ch:
 					c.waiters.release(key, s)
 					slots[key] = c.waiters.watch(key, wake)
+					if _, ok := pending[key]; ok && how == WaitNotify {
+						look = append(look, key)
+					}
 				default:
 				}
+			}
+			if how == WaitNotify && len(look) == 0 {
+				continue
+			}
+		}
+		if look == nil {
+			look = make([]string, 0, len(pending))
+			for k := range pending {
+				look = append(look, k)
 			}
 		}
 		sent := time.Now()
 		var won []string
-		won, again = b.lockMany(ctx, token, pending, min(left, c.opts.RedisTimeout), pass, how, start)
+		won, again = b.lockMany(ctx, token, look, pending, min(left, c.opts.RedisTimeout), pass, how, start)
 		if len(won) > 0 {
 			b.loads.Add(1)
 			go b.loadAndFill(ctx, token, won, sent)
@@ -143,18 +159,14 @@ func (b *batch[V]) lead(ctx context.Context, pending map[string]replacing, wake 
 	}
 }
 
-// lockMany runs lock_many.lua for the pending keys, one call per slot
+// lockMany runs lock_many.lua for keys, of the pending ones, one call per slot
 // group, and settles each key it can: a value served, a lease won (in won,
 // for the caller to load), or still held elsewhere (left pending). again
 // says a kept or undecodable value was found, whose lease is to be tried at
 // once. A group Redis fails for is settled without Redis. how and since say
 // how and since when the keys waited, for the waits that end here.
-func (b *batch[V]) lockMany(ctx context.Context, token string, pending map[string]replacing, limit time.Duration, pass int, how string, since time.Time) (won []string, again bool) {
+func (b *batch[V]) lockMany(ctx context.Context, token string, keys []string, pending map[string]replacing, limit time.Duration, pass int, how string, since time.Time) (won []string, again bool) {
 	c := b.c
-	keys := make([]string, 0, len(pending))
-	for k := range pending {
-		keys = append(keys, k)
-	}
 	var stales []string
 	var staleEntries []*localEntry[V]
 	for _, g := range c.groups(keys) {
@@ -310,7 +322,11 @@ func (b *batch[V]) refreshLater(ctx context.Context, keys []string, es []*localE
 		}()
 		token := lease.NewValue()
 		sent := time.Now()
-		won, _ := rb.lockMany(ctx, token, pending, c.opts.RedisTimeout, 0, "", sent)
+		keys := make([]string, 0, len(pending))
+		for k := range pending {
+			keys = append(keys, k)
+		}
+		won, _ := rb.lockMany(ctx, token, keys, pending, c.opts.RedisTimeout, 0, "", sent)
 		if len(won) > 0 {
 			c.stats.earlyRefreshes.Add(uint64(len(won)))
 			rb.loads.Add(1)

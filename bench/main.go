@@ -24,6 +24,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede/bench/internal/batch"
 	"github.com/stampede-go/stampede/bench/internal/fleet"
 )
 
@@ -88,6 +89,7 @@ func run(ctx context.Context) error {
 		procs     = fs.Int("procs", 0, "run the nodes in this many worker processes that share nothing but Redis;\n0 runs them all in this process")
 		scenarios = fs.String("scenario", joinAll(fleet.Scenarios), "comma-separated scenarios to run")
 		modes     = fs.String("mode", joinAll(fleet.Modes), "comma-separated modes to run")
+		batches   = fs.Bool("batch", true, "also run the batch scenario: every node's callers read many keys at once (GetMany)")
 		jsonOut   = fs.String("json", "", "also write the results as JSON to this file")
 		svgOut    = fs.String("svg", "", "also write a chart of the results as SVG to this file")
 	)
@@ -120,7 +122,14 @@ Scenarios:
               Redis connections cut); its callers die with it, uncounted
   redis-down  no node can reach Redis (connections refused)
 
-The table goes to stdout, progress to stderr.
+Then, with -batch (the default), the batch scenario: 5 callers on each node
+each read 50 keys at once from overlapping sets of 500 cold keys (on the
+embedded miniredis, whose scripts run slowly: up to 10 nodes, 2 callers
+each, 20 keys of 100), read
+naively (MGET, load the misses, SET), with per-node single-flight, and with
+stampede's GetMany; it reports how often each key reached the database.
+
+The tables go to stdout, progress to stderr.
 
 Flags:
 `)
@@ -152,7 +161,8 @@ Flags:
 	}
 
 	backend := "real Redis at " + *addr
-	if *addr == "" {
+	embedded := *addr == ""
+	if embedded {
 		mr := miniredis.NewMiniRedis()
 		mr.ClockTTL(true) // keys expire in real time, as in Redis
 		if err := mr.Start(); err != nil {
@@ -224,7 +234,34 @@ Flags:
 			return err
 		}
 	}
+	if *batches {
+		return runBatches(ctx, *nodes, *addr, backend, embedded)
+	}
 	return nil
+}
+
+// runBatches runs the batch scenario on the fleet's nodes and prints its
+// table.
+func runBatches(ctx context.Context, nodes int, addr, backend string, embedded bool) error {
+	cfg := batch.Config{Nodes: nodes, Callers: 5, PerCall: 50, KeySpace: 500, Load: 50 * time.Millisecond, Addr: addr}
+	if embedded {
+		// miniredis runs each script in an interpreter of its own, some
+		// hundred times slower than redis-server: a smaller herd, and a
+		// Redis deadline it can keep (see batch.Config).
+		cfg.Nodes, cfg.Callers, cfg.PerCall, cfg.KeySpace = min(nodes, 10), 2, 20, 100
+		cfg.RedisTimeout = 10 * time.Second
+	}
+	var results []batch.Result
+	for i, m := range batch.Modes {
+		fmt.Fprintf(os.Stderr, "bench: batch/%s (%d/%d)\n", m, i+1, len(batch.Modes))
+		r, err := batch.Run(ctx, cfg, m)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	fmt.Println()
+	return batch.WriteMarkdown(os.Stdout, cfg, backend, results)
 }
 
 func writeFile(name string, write func(*os.File) error) error {
