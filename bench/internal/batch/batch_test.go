@@ -11,9 +11,9 @@ import (
 	"github.com/stampede-go/stampede/internal/redistest"
 )
 
-// Every mode answers every key right; stampede's GetMany asks the database
-// for each key once across the fleet, and singleflight never more often
-// than naive. On miniredis and a real redis-server.
+// Every mode answers every key right, and stampede's GetMany asks the
+// database for each key once across the fleet (how often the others do
+// depends on timing). On miniredis and a real redis-server.
 func TestRun(t *testing.T) {
 	mr := miniredis.RunT(t)
 	srv := redistest.Start(t)
@@ -33,9 +33,6 @@ func TestRun(t *testing.T) {
 			}
 			if full := results[2]; full.KeyLoads != int64(full.Keys) {
 				t.Fatalf("full: %d key loads for %d keys, want each key once", full.KeyLoads, full.Keys)
-			}
-			if results[1].KeyLoads > results[0].KeyLoads {
-				t.Fatalf("singleflight loaded %d keys, more than naive's %d", results[1].KeyLoads, results[0].KeyLoads)
 			}
 			var b strings.Builder
 			if err := WriteMarkdown(&b, cfg, name, results); err != nil {
