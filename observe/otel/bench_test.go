@@ -66,3 +66,51 @@ type discard struct{}
 
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (discard) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkLocalHit is an L1 hit, the cheapest Get, without an observer
+// and with this one: what turning it on costs where it costs the most.
+func BenchmarkLocalHit(b *testing.B) {
+	observer := newBenchObserver(b)
+	for _, bc := range []struct {
+		name string
+		obs  stampede.Observer
+	}{{"unobserved", nil}, {"observed", observer}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, err := stampede.New[string](nil, stampede.Options{Observer: bc.obs})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			load := func(context.Context, string) (string, error) { return "v", nil }
+			if _, err := c.Get(ctx, "k", load); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Get(ctx, "k", load); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if s := c.Stats(); s.Loads != 1 || s.LocalHits == 0 {
+				b.Fatalf("%d loads, %d L1 hits; want 1 load, the rest L1 hits", s.Loads, s.LocalHits)
+			}
+		})
+	}
+}
+
+// newBenchObserver is an Observer on the SDK, as in BenchmarkObserve.
+func newBenchObserver(b *testing.B) stampede.Observer {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(discard{}))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() {
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	})
+	o, err := stampedeotel.New(stampedeotel.Options{MeterProvider: mp, TracerProvider: tp})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return o
+}

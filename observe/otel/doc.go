@@ -40,10 +40,11 @@
 //
 // Each load and each wait is a span, stampede.load or stampede.wait (kind
 // internal), the child of the span in the context the cache passes to
-// Observe: a load's is the context of the Get that led it, a wait's that of
-// the Get that waited. The cache reports a load or a wait when it ends, so
-// the span is made then, with its start set to that moment less the
-// event's duration. Its attributes:
+// Observe, which is that of the Get that led the load or the wait on its
+// node (the first of the callers sharing it), its cancellation dropped.
+// The cache reports a load or a wait when it ends, so the span is made
+// then, with its start set to that moment less the event's duration. Its
+// attributes:
 //
 //   - stampede.namespace, stampede.kind (load or wait);
 //   - stampede.reason: why a load ran (miss, refresh, early, local), how a
@@ -60,7 +61,8 @@
 //
 // With the SDK, a counted event costs about 250 ns and no allocation, most
 // of it the SDK's; a load or a wait costs a few microseconds and a dozen
-// allocations for its span (see BenchmarkObserve). The package is named
-// after the tool it feeds: import it under another name, such as
-// stampedeotel.
+// allocations for its span (see BenchmarkObserve and BenchmarkLocalHit).
+//
+// The package is named after the tool it feeds: import it under another
+// name, such as stampedeotel.
 package otel

@@ -43,3 +43,44 @@ func BenchmarkObserve(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLocalHit is an L1 hit, the cheapest Get, without an observer
+// and with this one: what turning it on costs where it costs the most.
+func BenchmarkLocalHit(b *testing.B) {
+	observer := newBenchObserver(b)
+	for _, bc := range []struct {
+		name string
+		obs  stampede.Observer
+	}{{"unobserved", nil}, {"observed", observer}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, err := stampede.New[string](nil, stampede.Options{Observer: bc.obs})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			load := func(context.Context, string) (string, error) { return "v", nil }
+			if _, err := c.Get(ctx, "k", load); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Get(ctx, "k", load); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if s := c.Stats(); s.Loads != 1 || s.LocalHits == 0 {
+				b.Fatalf("%d loads, %d L1 hits; want 1 load, the rest L1 hits", s.Loads, s.LocalHits)
+			}
+		})
+	}
+}
+
+func newBenchObserver(b *testing.B) stampede.Observer {
+	c, err := stampedeprom.New(stampedeprom.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}

@@ -32,7 +32,7 @@
 //     is the number of waits.
 //
 // Observing costs a map read and an atomic add or two per event, with no
-// allocation (see BenchmarkObserve).
+// allocation (see BenchmarkObserve and BenchmarkLocalHit).
 //
 // The package is named after the tool it feeds, like client_golang's own:
 // import it under another name, such as stampedeprom.
