@@ -37,9 +37,10 @@ type Event struct {
 	Duration time.Duration
 	// Reason says more, per kind: how a load came about (LoadMiss,
 	// LoadRefresh, LoadEarly, LoadLocal), how a wait ended (WaitNotify,
-	// WaitRecheck, WaitTimeout, WaitCanceled, WaitClosed), why L1 was
+	// WaitRecheck, WaitTimeout, WaitClosed), why L1 was
 	// flushed, why httpcache bypassed a request or did not store a
-	// response.
+	// response. (A caller whose own context ends leaves without an event:
+	// the wait goes on for the others.)
 	Reason string
 	// Err is the error of a failed load, a Redis error, an unusable
 	// entry, a lost lease, or a loader's panic (*PanicError).
@@ -91,11 +92,10 @@ const (
 
 // Reasons of EventWait.
 const (
-	WaitNotify   = "notify"   // woken by the "filled" message
-	WaitRecheck  = "recheck"  // found the value at a periodic re-check
-	WaitTimeout  = "timeout"  // WaitTimeout passed
-	WaitCanceled = "canceled" // the caller's context ended
-	WaitClosed   = "closed"   // the cache was closed
+	WaitNotify  = "notify"  // woken by the "filled" message
+	WaitRecheck = "recheck" // found the value at a periodic re-check
+	WaitTimeout = "timeout" // WaitTimeout passed
+	WaitClosed  = "closed"  // the cache was closed
 )
 
 var eventNames = [...]string{
@@ -121,10 +121,12 @@ func (k EventKind) String() string {
 // "panic", "timeout" (a deadline, the load's or Redis's), "canceled",
 // "redis" (Redis unavailable), or "error".
 func (e Event) ErrClass() string {
-	var pe *PanicError
-	switch err := e.Err; {
-	case err == nil:
+	err := e.Err
+	if err == nil {
 		return ""
+	}
+	var pe *PanicError
+	switch {
 	case errors.Is(err, ErrNotFound):
 		return "not_found"
 	case errors.As(err, &pe), errors.Is(err, errGoexit):

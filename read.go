@@ -262,10 +262,6 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *loc
 			c.waiters.release(key, slot)
 			slot = c.waiters.acquire(key)
 		case <-recheck.C:
-		case <-ctx.Done():
-			recheck.Stop()
-			c.waited(ctx, key, waitStart, WaitCanceled)
-			return Result[V]{}, context.Cause(ctx)
 		case <-c.closeCtx.Done():
 			recheck.Stop()
 			c.waited(ctx, key, waitStart, WaitClosed)

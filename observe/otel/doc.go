@@ -30,7 +30,7 @@
 //   - stampede.wait.duration (Float64Histogram, unit s), attributes
 //     stampede.namespace, stampede.reason: how long callers waited for
 //     another node's load, by how the wait ended (notify, recheck,
-//     timeout, canceled, closed).
+//     timeout, closed).
 //
 // A Prometheus exporter names them stampede_events_total,
 // stampede_load_duration_seconds and stampede_wait_duration_seconds, as
@@ -48,10 +48,9 @@
 //
 //   - stampede.namespace, stampede.kind (load or wait);
 //   - stampede.reason: why a load ran (miss, refresh, early, local), how a
-//     wait ended (notify, recheck, timeout, canceled, closed);
+//     wait ended (notify, recheck, timeout, closed);
 //   - stampede.outcome: ok, or for a failed load its error class, for a
-//     wait that ended without the value its reason (timeout, canceled,
-//     closed);
+//     wait that ended without the value its reason (timeout or closed);
 //   - error.type: a failed load's error class; its status is then Error,
 //     but for not_found, which is an answer (cached as a tombstone);
 //   - stampede.key, only with Options.RecordKeys, which also records a

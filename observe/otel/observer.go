@@ -123,7 +123,7 @@ func New(opts Options) (*Observer, error) {
 		metric.WithExplicitBucketBoundaries(loadBuckets...))
 	o.waits, errs[2] = meter.Float64Histogram("stampede.wait.duration",
 		metric.WithUnit("s"),
-		metric.WithDescription("How long callers waited for another node's load, by how the wait ended (notify, recheck, timeout, canceled, closed)."),
+		metric.WithDescription("How long callers waited for another node's load, by how the wait ended (notify, recheck, timeout, closed)."),
 		metric.WithExplicitBucketBoundaries(waitBuckets...))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("stampede/observe/otel: %w", err)
@@ -236,7 +236,7 @@ func newAttrs(k attrKey) *attrs {
 		// Not found is an answer (cached as a tombstone), not a failure.
 		a.failed = k.class != "not_found"
 	case k.kind == stampede.EventWait && k.reason != stampede.WaitNotify && k.reason != stampede.WaitRecheck:
-		outcome = k.reason // gave up before the value came: timeout, canceled, closed
+		outcome = k.reason // gave up before the value came: timeout, closed
 	}
 	a.span = append([]attribute.KeyValue{ns, kind, keyOutcome.String(outcome)}, common...)
 	return a

@@ -81,7 +81,7 @@ func TestObserve(t *testing.T) {
 		}},
 	}, got["stampede.load.duration"], opts...)
 	metricdatatest.AssertEqual(t, metricdata.Metrics{
-		Name: "stampede.wait.duration", Unit: "s", Description: "How long callers waited for another node's load, by how the wait ended (notify, recheck, timeout, canceled, closed).",
+		Name: "stampede.wait.duration", Unit: "s", Description: "How long callers waited for another node's load, by how the wait ended (notify, recheck, timeout, closed).",
 		Data: metricdata.Histogram[float64]{Temporality: metricdata.CumulativeTemporality, DataPoints: []metricdata.HistogramDataPoint[float64]{
 			hist(waitBounds, []uint64{1, 0}, 0.01, products, reason("notify")),
 			hist(waitBounds, []uint64{0, 1}, 3, products, reason("timeout")),

@@ -86,7 +86,7 @@ func New(opts Options) (*Collector, error) {
 		}, []string{"namespace", "reason", "error"}),
 		waits: prom.NewHistogramVec(prom.HistogramOpts{
 			Name:    "stampede_wait_duration_seconds",
-			Help:    "How long callers waited for another node's load, by how the wait ended (notify, recheck, timeout, canceled, closed).",
+			Help:    "How long callers waited for another node's load, by how the wait ended (notify, recheck, timeout, closed).",
 			Buckets: waitBuckets,
 		}, []string{"namespace", "reason"}),
 	}, nil

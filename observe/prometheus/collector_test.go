@@ -76,7 +76,7 @@ stampede_load_duration_seconds_bucket{error="not_found",namespace="products",rea
 stampede_load_duration_seconds_bucket{error="not_found",namespace="products",reason="miss",le="+Inf"} 1
 stampede_load_duration_seconds_sum{error="not_found",namespace="products",reason="miss"} 0.5
 stampede_load_duration_seconds_count{error="not_found",namespace="products",reason="miss"} 1
-# HELP stampede_wait_duration_seconds How long callers waited for another node's load, by how the wait ended (notify, recheck, timeout, canceled, closed).
+# HELP stampede_wait_duration_seconds How long callers waited for another node's load, by how the wait ended (notify, recheck, timeout, closed).
 # TYPE stampede_wait_duration_seconds histogram
 stampede_wait_duration_seconds_bucket{namespace="products",reason="notify",le="0.05"} 1
 stampede_wait_duration_seconds_bucket{namespace="products",reason="notify",le="+Inf"} 1

@@ -28,7 +28,7 @@
 //     number of loads.
 //   - stampede_wait_duration_seconds (histogram), labels namespace,
 //     reason: how long callers waited for another node's load, by how the
-//     wait ended (notify, recheck, timeout, canceled, closed). Its _count
+//     wait ended (notify, recheck, timeout, closed). Its _count
 //     is the number of waits.
 //
 // Observing costs a map read and an atomic add or two per event, with no
