@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 )
@@ -81,14 +80,14 @@ func (e *BatchError) Error() string {
 	return b.String()
 }
 
-// Unwrap returns the distinct errors, so that errors.Is and errors.As see
-// them (context.Canceled, a loader's error, a *PanicError).
+// Unwrap returns the keys' errors, so that errors.Is and errors.As see
+// them (context.Canceled, a loader's error, a *PanicError). An error that
+// failed several keys is there several times: errors need not be
+// comparable, so they are not told apart.
 func (e *BatchError) Unwrap() []error {
-	var out []error
+	out := make([]error, 0, len(e.Errs))
 	for _, err := range e.Errs {
-		if !slices.ContainsFunc(out, func(x error) bool { return x == err }) {
-			out = append(out, err)
-		}
+		out = append(out, err)
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -341,3 +342,46 @@ func TestGetManyServesStaleAndRefreshesOnce(t *testing.T) {
 	})
 	require.EqualValues(t, 1, refreshCalls.Load(), "one refresh, of every stale key, across the fleet")
 }
+
+// A batch's background refresh lets go of the keys it marked as being
+// refreshed: later refreshes of them happen, and their stale L1 copies are
+// not served without asking Redis.
+func TestBatchStaleRefreshUnmarksItsKeys(t *testing.T) {
+	b := realRedis(t)
+	c := newCache[string](t, b, Options{Namespace: "unmark", TTL: 200 * time.Millisecond, Stale: time.Minute})
+	var loads atomic.Int64
+	load := func(_ context.Context, keys []string) (map[string]string, error) {
+		n := loads.Add(1)
+		out := map[string]string{}
+		for _, k := range keys {
+			out[k] = fmt.Sprintf("v%d", n)
+		}
+		return out, nil
+	}
+	ctx := context.Background()
+	_, err := c.GetMany(ctx, []string{"k"}, load)
+	require.NoError(t, err)
+	time.Sleep(300 * time.Millisecond)
+	c.FlushLocal()
+	_, err = c.GetMany(ctx, []string{"k"}, load) // stale: refreshed in the background
+	require.NoError(t, err)
+	eventually(t, 5*time.Second, "the refresh done and its key let go", func() bool {
+		return loads.Load() == 2 && !c.refreshRunning("k")
+	})
+}
+
+// An error that cannot be compared (a slice type) reaches errors.Is through
+// a BatchError without a panic.
+func TestBatchErrorWithUncomparableErrors(t *testing.T) {
+	c := newCache[string](t, backend{}, Options{})
+	_, err := c.GetMany(context.Background(), []string{"a", "b"}, func(context.Context, []string) (map[string]string, error) {
+		return nil, sliceErr{"bad"}
+	})
+	require.NotPanics(t, func() { _ = errors.Is(err, context.Canceled) })
+	var se sliceErr
+	require.ErrorAs(t, err, &se)
+}
+
+type sliceErr []string
+
+func (e sliceErr) Error() string { return strings.Join(e, ",") }

@@ -19,7 +19,7 @@ import (
 type batch[V any] struct {
 	c     *Cache[V]
 	ld    manyLoader[V]
-	stale map[string]*localEntry[V] // L1 stale copies, served while Redis has nothing better
+	stale map[string]*localEntry[V] // L1 stale copies, served while Redis is out of reach
 
 	// refreshing: the batch refreshes stale values in the background; it
 	// has no calls, and a value found means someone refreshed it first.
@@ -149,12 +149,16 @@ func (b *batch[V]) lead(ctx context.Context, pending map[string]replacing, wake 
 				look = append(look, k)
 			}
 		}
+		gens := make(map[string]uint64, len(look))
+		for _, k := range look {
+			gens[k] = c.gens.of(k)
+		}
 		sent := time.Now()
 		var won []string
 		won, again = b.lockMany(ctx, token, look, pending, min(left, c.opts.RedisTimeout), pass, how, start)
 		if len(won) > 0 {
 			b.loads.Add(1)
-			go b.loadAndFill(ctx, token, won, sent)
+			go b.loadAndFill(ctx, token, won, sent, gens)
 		}
 	}
 }
@@ -189,6 +193,9 @@ func (b *batch[V]) lockMany(ctx context.Context, token string, keys []string, pe
 		if err != nil || len(res) != len(g.keys) {
 			if err == nil {
 				err = fmt.Errorf("stampede: lock_many.lua replied %d results for %d keys", len(res), len(g.keys))
+			}
+			for _, k := range g.keys {
+				c.dropLease(ctx, k, token) // the script may have taken some
 			}
 			var local []string
 			for _, k := range g.keys {
@@ -259,22 +266,9 @@ func (b *batch[V]) lockMany(ctx context.Context, token string, keys []string, pe
 			case lockWon:
 				delete(pending, k)
 				won = append(won, k)
-				if s := b.stale[k]; s != nil {
-					// Served from L1 at once; the load replaces it.
-					c.note(ctx, EventStale, k)
-					r, err := c.staleResult(k, s)
-					b.finish(k, r, err)
-				}
 			default:
 				if pass == 0 {
 					c.note(ctx, EventLeaseContended, k)
-				}
-				if s := b.stale[k]; s != nil {
-					// Another node refreshes it: the stale copy will do.
-					delete(pending, k)
-					c.note(ctx, EventStale, k)
-					r, err := c.staleResult(k, s)
-					b.finish(k, r, err)
 				}
 			}
 		}
@@ -311,26 +305,32 @@ func (b *batch[V]) refreshLater(ctx context.Context, keys []string, es []*localE
 	c.wg.Add(1)
 	c.mu.Unlock()
 	rb := &batch[V]{c: c, ld: b.ld, refreshing: true}
+	// lockMany takes settled keys out of pending: the keys marked are
+	// remembered apart, to be unmarked whatever happens to them.
+	marked := make([]string, 0, len(pending))
+	for k := range pending {
+		marked = append(marked, k)
+	}
 	go func() {
 		defer c.wg.Done()
 		defer func() {
 			c.mu.Lock()
-			for k := range pending {
+			for _, k := range marked {
 				delete(c.refreshing, k)
 			}
 			c.mu.Unlock()
 		}()
 		token := lease.NewValue()
-		sent := time.Now()
-		keys := make([]string, 0, len(pending))
-		for k := range pending {
-			keys = append(keys, k)
+		gens := make(map[string]uint64, len(marked))
+		for _, k := range marked {
+			gens[k] = c.gens.of(k)
 		}
-		won, _ := rb.lockMany(ctx, token, keys, pending, c.opts.RedisTimeout, 0, "", sent)
+		sent := time.Now()
+		won, _ := rb.lockMany(ctx, token, marked, pending, c.opts.RedisTimeout, 0, "", sent)
 		if len(won) > 0 {
 			c.stats.earlyRefreshes.Add(uint64(len(won)))
 			rb.loads.Add(1)
-			rb.loadAndFill(ctx, token, won, sent)
+			rb.loadAndFill(ctx, token, won, sent, gens)
 		}
 	}()
 }
@@ -427,14 +427,13 @@ func (b *batch[V]) loadLocal(ctx context.Context, keys []string, store bool, rea
 
 // loadAndFill loads the keys whose leases the batch won, in one loader
 // call, keeping the leases meanwhile, then writes each back under its own
-// lease (invariants 2 and 3), one script call per slot group.
-func (b *batch[V]) loadAndFill(ctx context.Context, token string, keys []string, leased time.Time) {
+// lease (invariants 2 and 3), one script call per slot group. gens are the
+// keys' L1 generations read before the leases were taken.
+func (b *batch[V]) loadAndFill(ctx context.Context, token string, keys []string, leased time.Time, gens map[string]uint64) {
 	defer b.loads.Done()
 	c := b.c
-	gens := make(map[string]uint64, len(keys))
 	for _, k := range keys {
 		c.note(ctx, EventLeaseWon, k)
-		gens[k] = c.gens.of(k)
 	}
 	kctx, stopKeeping := context.WithCancel(c.closeCtx)
 	kept := make(chan struct{})
@@ -532,56 +531,71 @@ func (b *batch[V]) loadAndFill(ctx context.Context, token string, keys []string,
 }
 
 // keep renews the leases of keys, one ExtendMany per slot group every
-// LockTTL/3, until kctx ends; it gives up, as lease.Keep does, when the
-// leases could not be confirmed while a third of them was left. A lost
-// lease makes its key's write-back fail, which is the point.
-func (b *batch[V]) keep(kctx, ctx context.Context, token string, keys []string, lastOK time.Time) {
+// LockTTL/3, until kctx ends. Each group gives up, as lease.Keep does, when
+// its leases could not be confirmed while a third of them was left; a key
+// whose lease is found gone, or given up, is noted lost once. A lost lease
+// makes its key's write-back fail, which is the point.
+func (b *batch[V]) keep(kctx, ctx context.Context, token string, keys []string, leased time.Time) {
 	c := b.c
 	ttl := c.opts.LockTTL
 	interval := max(ttl/3, time.Millisecond)
 	t := time.NewTimer(interval)
 	defer t.Stop()
-	groups := c.groups(keys)
-	for {
+	type kept struct {
+		group
+		lastOK time.Time
+	}
+	var groups []*kept
+	for _, g := range c.groups(keys) {
+		groups = append(groups, &kept{group: g, lastOK: leased})
+	}
+	lost := map[string]bool{}
+	loseAll := func(keys []string, err error) {
+		for _, k := range keys {
+			if !lost[k] {
+				lost[k] = true
+				c.noteErr(ctx, EventLeaseLost, k, err)
+			}
+		}
+	}
+	for len(lost) < len(keys) {
 		select {
 		case <-kctx.Done():
 			return
 		case <-t.C:
 		}
-		giveUp := time.Until(lastOK.Add(ttl - interval))
-		if giveUp <= 0 {
-			for _, k := range keys {
-				c.noteErr(ctx, EventLeaseLost, k, fmt.Errorf("%w: could not be renewed in time", lease.ErrLost))
-			}
-			return
-		}
-		sent := time.Now()
 		for _, g := range groups {
-			lockKeys := make([]string, len(g.keys))
-			for i, k := range g.keys {
-				lockKeys[i] = c.lockKey(k)
+			giveUp := time.Until(g.lastOK.Add(ttl - interval))
+			if giveUp <= 0 {
+				loseAll(g.keys, fmt.Errorf("%w: could not be renewed in time", lease.ErrLost))
+				continue
 			}
+			lockKeys := make([]string, 0, len(g.keys))
+			for _, k := range g.keys {
+				lockKeys = append(lockKeys, c.lockKey(k))
+			}
+			sent := time.Now()
 			var res []any
 			err := bounded.Call(kctx, giveUp, c.ctxDeadlines, func(ctx context.Context) error {
 				var err error
 				res, err = lua.ExtendMany.Run(ctx, g.rdb, lockKeys, token, ttl.Milliseconds()).Slice()
 				return err
 			})
-			if err != nil {
-				if kctx.Err() == nil {
-					for _, k := range g.keys {
-						c.noteErr(ctx, EventLeaseLost, k, fmt.Errorf("%w: %w", lease.ErrLost, err))
-					}
-				}
+			switch {
+			case kctx.Err() != nil:
 				return
+			case err != nil:
+				continue // tried again next time, until it gives up
 			}
+			g.lastOK = sent
 			for i, k := range g.keys {
 				if n, _ := res[i].(int64); n == 1 {
 					c.note(ctx, EventLeaseRenewed, k)
+				} else {
+					loseAll([]string{k}, fmt.Errorf("%w: was released, taken over or expired", lease.ErrLost))
 				}
 			}
 		}
-		lastOK = sent
 		t.Reset(interval)
 	}
 }

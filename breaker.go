@@ -69,7 +69,10 @@ func unavailable(err error) bool {
 	if errors.As(err, &re) {
 		// Server states that refuse every key, not just this one.
 		msg := re.Error()
-		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "READONLY", "NOREPLICAS", "MISCONF"} {
+		// OOM: under maxmemory with noeviction, Redis refuses the leases
+		// and fills of every key, and inside MULTI even reads
+		// (EXECABORT).
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "READONLY", "NOREPLICAS", "MISCONF", "OOM", "EXECABORT"} {
 			if strings.HasPrefix(msg, p) {
 				return true
 			}

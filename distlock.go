@@ -173,7 +173,7 @@ func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retr
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNotObtained, err)
 	}
 	lockKey, fence, _ := l.lockKeys(key)
 	value := lease.NewValue()
@@ -218,21 +218,39 @@ func (l *Locker) obtain(ctx context.Context, key string, ttl time.Duration, retr
 // released again: nobody would ever use it, and it would block the key for
 // its whole ttl.
 func (l *Locker) acquire(ctx context.Context, lockKey, value string, ttl time.Duration, fn func(context.Context) (bool, error)) error {
+	// Whoever settles first, the call answering or the caller giving up,
+	// decides whether the answer is used; the other one releases what the
+	// call may have taken. A release compares the whole lease value, so it
+	// is harmless when nothing was taken.
+	var settled atomic.Bool
+	release := func(ctx context.Context) {
+		rctx, cancel := detached(ctx, ttl)
+		_, _ = lease.Release(rctx, l.rdb, lockKey, value)
+		cancel()
+	}
 	err := bounded.Call(ctx, 0, l.ctxDeadlines, func(ctx context.Context) error {
 		took, err := fn(ctx)
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && settled.CompareAndSwap(false, true) {
 			return err
 		}
 		if took || err != nil {
-			rctx, cancel := detached(ctx, ttl)
-			_, _ = lease.Release(rctx, l.rdb, lockKey, value)
-			cancel()
+			release(ctx)
 		}
-		return fmt.Errorf("%w: %w", errAbandoned, ctx.Err())
+		return fmt.Errorf("%w: %w", errAbandoned, context.Cause(ctx))
 	})
-	if errors.Is(err, errAbandoned) || ctx.Err() != nil && err != nil {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errAbandoned) || ctx.Err() != nil:
+		if settled.CompareAndSwap(false, true) {
+			// The call has not answered: it releases when it does.
+		} else if !errors.Is(err, errAbandoned) {
+			release(ctx) // it answered, but too late to be used
+		}
 		return fmt.Errorf("%w: %w", ErrNotObtained, ctx.Err())
 	}
+	// A Redis error: the script may have run and its reply been lost.
+	release(ctx)
 	return err
 }
 

@@ -24,8 +24,9 @@ var (
 	// ErrInvalidOptions: New or NewLocker was given options that make no
 	// sense, or a Locker call a ttl or interval below a millisecond.
 	ErrInvalidOptions = errors.New("stampede: invalid options")
-	// ErrRedisUnavailable wraps Redis errors when FailClosed is set, and Set
-	// and Delete errors always.
+	// ErrRedisUnavailable wraps the errors of a Redis that cannot be
+	// reached, hangs or refuses every key: from Get and Fetch with
+	// FailClosed, and from Set and Delete always.
 	ErrRedisUnavailable = errors.New("stampede: redis unavailable")
 	// ErrClosed: the cache was closed.
 	ErrClosed = errors.New("stampede: cache closed")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 
 	"github.com/stampede-go/stampede/internal/lua"
 	"github.com/stampede-go/stampede/internal/redistest"
@@ -691,4 +692,27 @@ func TestFaultHolderKilled(t *testing.T) {
 	if l.calls.Load() != 1 {
 		t.Fatalf("%d loads after the holder died, want 1", l.calls.Load())
 	}
+}
+
+// A Redis out of memory under noeviction refuses every key's lease, fill,
+// and, inside MULTI, even reads: that is Redis being unavailable (the
+// circuit opens, the callers are served by their own loads), not every key
+// being corrupt.
+func TestFaultRedisFull(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	ctx := context.Background()
+	c := realNode(t, srv, Options{Namespace: "full"})
+	require.NoError(t, admin.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
+	require.NoError(t, admin.ConfigSet(ctx, "maxmemory", "1").Err())
+	defer admin.ConfigSet(ctx, "maxmemory", "0")
+	for _, k := range []string{"a", "b", "c"} {
+		v, err := c.Get(ctx, k, func(context.Context, string) (string, error) { return "v", nil })
+		require.NoError(t, err)
+		require.Equal(t, "v", v)
+	}
+	s := c.Stats()
+	figure(t, "Redis full: %d Redis errors, %d entries taken for corrupt, %d loads", s.RedisErrors, s.Corrupt, s.Loads)
+	require.Positive(t, s.RedisErrors)
+	require.Zero(t, s.Corrupt)
 }

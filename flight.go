@@ -83,10 +83,13 @@ func (c *flightCall[R]) await(ctx context.Context) bool {
 	return true
 }
 
-// run is the call's own goroutine: it runs fn and finishes the call.
+// run is the call's own goroutine: it runs fn and finishes the call, also
+// when user code on it (an Observer, a Codec) calls runtime.Goexit.
 func (f *flight[R]) run(ctx context.Context, key string, c *flightCall[R], fn func(context.Context) (R, error)) {
-	r, err := recovered(ctx, fn)
-	f.finish(key, c, r, err)
+	var r R
+	err := errGoexit
+	defer func() { f.finish(key, c, r, err) }()
+	r, err = recovered(ctx, fn)
 }
 
 // claim returns, for each key, the call in flight, and whether the caller

@@ -124,7 +124,7 @@ func TestInvariant2_LeasesFenceWriteBack(t *testing.T) {
 func TestInvariant3_LocksAlwaysExpire(t *testing.T) {
 	onBackends(t, false, func(t *testing.T, b backend) {
 		t.Run("slow loader keeps its lease", func(t *testing.T) {
-			lockTTL := 300 * time.Millisecond
+			lockTTL := 600 * time.Millisecond
 			nodes := fleet(t, b, 2, Options{Namespace: "inv3a", LockTTL: lockTTL, WaitTimeout: 10 * time.Second})
 			rdb := b.client(t)
 			var calls atomic.Int64

@@ -70,10 +70,11 @@ func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V], pre
 // loadAndFill runs the loader while holding the lease, renewing it, then
 // writes back through the fenced script (invariants 2 and 3). leased is
 // when the request that took the lease was sent; prev is the value the load
-// replaces, if any; reason says why it loads.
-func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], token string, leased time.Time, prev *localEntry[V], reason string) (Result[V], error) {
+// replaces, if any; reason says why it loads; gen is key's L1 generation
+// read before the request that took the lease, so that a Set or Delete of
+// this node after it keeps the loaded value out of L1.
+func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], token string, leased time.Time, prev *localEntry[V], reason string, gen uint64) (Result[V], error) {
 	c.note(ctx, EventLeaseWon, key)
-	gen := c.gens.of(key)
 	kctx, stopKeeping := context.WithCancel(c.closeCtx)
 	kept := make(chan struct{})
 	go func() {
@@ -239,15 +240,20 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, ld loader[V], known 
 		return err
 	}
 	token := lease.NewValue()
+	gen := c.gens.of(key)
 	sent := time.Now()
 	got, err := c.readOrLock(ctx, key, token, known, 0)
-	if err != nil || got.status != lockWon {
+	if err != nil {
+		c.dropLease(ctx, key, token)
 		return err
+	}
+	if got.status != lockWon {
+		return nil
 	}
 	if known != replacingNone {
 		c.stats.earlyRefreshes.Add(1)
 	}
-	_, err = c.loadAndFill(ctx, key, ld, token, sent, prev, reason)
+	_, err = c.loadAndFill(ctx, key, ld, token, sent, prev, reason, gen)
 	return err
 }
 

@@ -76,7 +76,10 @@ func (c *Cache[V]) setL1(key string, e *localEntry[V], gen uint64) {
 	}
 	now := c.now()
 	if c.localTTL > 0 {
+		// No copy stays in L1 past LocalTTL, fresh or stale: the bound on
+		// what a lost invalidation can cost (invariant 11).
 		e.freshUntil = min(e.freshUntil, now+c.localTTL)
+		e.staleUntil = min(e.staleUntil, now+c.localTTL)
 	}
 	if e.staleUntil <= now {
 		return

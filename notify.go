@@ -209,13 +209,18 @@ func (c *Cache[V]) openSub(open func(ctx context.Context, channels ...string) *r
 		c.subMu.Unlock()
 		_ = old.ps.Close()
 	}
-	c.subMu.Lock()
-	defer c.subMu.Unlock()
 	if c.closeCtx.Err() != nil {
 		return nil
 	}
+	// Subscribing dials: not under subMu, which guard takes every tick.
 	s := &sub{ps: open(c.closeCtx, c.channel)}
 	s.heard.Store(int64(c.now()))
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if c.closeCtx.Err() != nil { // Close ran meanwhile, and missed s
+		_ = s.ps.Close()
+		return nil
+	}
 	c.subs[s] = true
 	return s
 }

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 
+	"github.com/stampede-go/stampede/internal/entry"
+	"github.com/stampede-go/stampede/internal/lua"
 	"github.com/stampede-go/stampede/internal/redistest"
 )
 
@@ -266,4 +270,93 @@ func TestRefusedWriteBackLeavesNoGap(t *testing.T) {
 	if n := observer.Stats().LocalFlushes; n != 0 {
 		t.Fatalf("the observer flushed its L1 %d times after a refused write-back", n)
 	}
+}
+
+// A value deleted by another node, whose message this node lost, is not
+// served from L1 once LocalTTL has passed, not even as a stale copy when
+// the loader fails.
+func TestDeletedValueNotServedPastLocalTTL(t *testing.T) {
+	b := realRedis(t)
+	opts := Options{Namespace: "deleted", TTL: time.Minute, Stale: time.Minute, LocalTTL: 100 * time.Millisecond}
+	a, n := newCache[string](t, b, opts), newCache[string](t, b, opts)
+	ctx := context.Background()
+	_, err := a.Get(ctx, "k", func(context.Context, string) (string, error) { return "old", nil })
+	require.NoError(t, err)
+	eventually(t, 5*time.Second, "n holds k", func() bool {
+		v, _ := n.Get(ctx, "k", func(context.Context, string) (string, error) { return "x", nil })
+		return v == "old" && n.getL1("k") != nil
+	})
+	// a deletes k; its message goes to a channel nobody hears.
+	require.NoError(t, lua.Write.Run(ctx, b.client(t), a.keys("k"), "", 1, "nobody", a.message(msgInvalidated, "k")).Err())
+	time.Sleep(300 * time.Millisecond) // past LocalTTL
+	for range 3 {
+		v, _ := n.Get(ctx, "k", func(context.Context, string) (string, error) { return "", errors.New("the row is gone") })
+		require.NotEqual(t, "old", v, "the deleted value served past LocalTTL")
+	}
+}
+
+// Two Sets of one key on one node whose replies come back out of order:
+// the node's L1 ends with what Redis holds, not with the Set whose reply
+// came last.
+func TestConcurrentSetsLeaveOwnL1AsRedis(t *testing.T) {
+	b := realRedis(t)
+	rdb := b.client(t).(*redis.Client)
+	ctx := context.Background()
+	require.NoError(t, lua.Write.Load(ctx, rdb).Err())
+	rdb.AddHook(&delayFirstReply{sha: lua.Write.Hash(), delay: 300 * time.Millisecond})
+	c, err := New[string](rdb, Options{Namespace: "twosets", LocalTTL: time.Minute})
+	require.NoError(t, err)
+	defer c.Close()
+	first := make(chan error)
+	go func() { first <- c.Set(ctx, "k", "first") }()
+	time.Sleep(50 * time.Millisecond) // the first Set's script ran; its reply is held
+	require.NoError(t, c.Set(ctx, "k", "second"))
+	require.NoError(t, <-first)
+	raw, err := b.client(t).Get(ctx, "twosets:{k}").Bytes()
+	require.NoError(t, err)
+	_, inRedis, err := entry.Decode(raw)
+	require.NoError(t, err)
+	v, err := c.Get(ctx, "k", func(context.Context, string) (string, error) { return "loaded", nil })
+	require.NoError(t, err)
+	require.Equal(t, string(inRedis), v, "L1 and Redis disagree")
+}
+
+// delayFirstReply holds the reply to the first call of one script.
+type delayFirstReply struct {
+	sha   string
+	delay time.Duration
+	done  atomic.Bool
+}
+
+func (h *delayFirstReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *delayFirstReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *delayFirstReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd) // the script has run on the server
+		if a := cmd.Args(); len(a) > 1 && cmd.Name() == "evalsha" && a[1] == h.sha && h.done.CompareAndSwap(false, true) {
+			time.Sleep(h.delay)
+		}
+		return err
+	}
+}
+
+// User code that calls runtime.Goexit on a flight's goroutine (an
+// Observer, here) does not leave its key stuck.
+func TestGoexitOnTheFlightLeavesNoKeyStuck(t *testing.T) {
+	var once atomic.Bool
+	c := newCache[string](t, backend{}, Options{Observer: ObserverFunc(func(_ context.Context, e Event) {
+		if e.Kind == EventMiss && once.CompareAndSwap(false, true) {
+			runtime.Goexit()
+		}
+	})})
+	ctx := context.Background()
+	_, err := c.Get(ctx, "k", func(context.Context, string) (string, error) { return "v", nil })
+	require.ErrorIs(t, err, errGoexit)
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := c.Get(gctx, "k", func(context.Context, string) (string, error) { return "v", nil })
+	require.NoError(t, err, "the key is stuck")
+	require.Equal(t, "v", v)
 }

@@ -69,12 +69,14 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 		}
 	}
 	var prev *localEntry[V] // a kept value, for the load that replaces it
+	answered := false       // Redis said what it has for key
 	if !c.redisUsable() {
 		if c.rdb != nil && c.opts.FailClosed {
 			return Result[V]{}, errCircuitOpen
 		}
 	} else {
 		e, f, err := c.readRedis(ctx, key, ld)
+		answered = err == nil
 		switch {
 		case err != nil && c.opts.FailClosed:
 			return Result[V]{}, err
@@ -87,8 +89,10 @@ func (c *Cache[V]) readOrLead(ctx context.Context, key string, ld loader[V], sta
 			return e.result(SourceRedis, c.now())
 		}
 	}
-	// An L1 stale copy is served when Redis had nothing better (or is out).
-	if staleCopy != nil {
+	// An L1 stale copy is served only when Redis is out of reach. When it
+	// answered that it has nothing to serve, the value was deleted or ran
+	// out, perhaps on a message this node lost (invariant 11).
+	if staleCopy != nil && !answered {
 		c.note(ctx, EventStale, key)
 		c.refreshInBackground(ctx, key, ld, replacingNone, staleCopy, LoadRefresh)
 		return c.staleResult(key, staleCopy)
@@ -218,6 +222,7 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *loc
 			if ctx.Err() != nil {
 				return Result[V]{}, ctx.Err()
 			}
+			c.dropLease(ctx, key, token)
 			if c.opts.FailClosed {
 				return Result[V]{}, err
 			}
@@ -244,7 +249,7 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *loc
 			if recheck != nil {
 				recheck.Stop()
 			}
-			return c.loadAndFill(ctx, key, ld, token, sent, prev, LoadMiss)
+			return c.loadAndFill(ctx, key, ld, token, sent, prev, LoadMiss, gen)
 		}
 		if pass == 0 {
 			c.note(ctx, EventLeaseContended, key)
@@ -268,6 +273,19 @@ func (c *Cache[V]) lead(ctx context.Context, key string, ld loader[V], prev *loc
 			return Result[V]{}, ErrClosed
 		}
 	}
+}
+
+// dropLease gives up, in the background, a lease this node may hold after a
+// lock call whose answer did not come: the script may have run, and the
+// lease would keep the other nodes waiting for LockTTL.
+func (c *Cache[V]) dropLease(ctx context.Context, key, token string) {
+	if !c.enter() {
+		return
+	}
+	go func() {
+		defer c.wg.Done()
+		_, _ = c.fill(context.WithoutCancel(ctx), key, token, nil, 0)
+	}()
 }
 
 // waited notes the end of a wait for another node's load (EventWait).

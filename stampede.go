@@ -2,7 +2,6 @@ package stampede
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
@@ -292,7 +291,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 		return ErrClosed
 	}
 	defer c.wg.Done()
-	c.forget(key)
+	before := c.forget(key)
 	ttl, stl := c.opts.TTL, c.opts.Stale
 	var id entry.ID
 	if c.rdb != nil {
@@ -307,8 +306,12 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	}
 	// Invalidate again now that the write landed: a Get of this node that
 	// read Redis between forget and the write must not leave the old value
-	// in L1 (invariant 11).
-	c.store(key, c.newLocal(v, false, ttl, stl, 0, id), c.invalidateL1(key))
+	// in L1 (invariant 11). v goes to L1 only if nothing else invalidated
+	// key meanwhile: another Set or Delete of this node, whose write may
+	// have landed after this one, or another node's.
+	if after := c.invalidateL1(key); after == before+1 {
+		c.store(key, c.newLocal(v, false, ttl, stl, 0, id), after)
+	}
 	return nil
 }
 
@@ -333,11 +336,12 @@ func (c *Cache[V]) Delete(ctx context.Context, key string) error {
 
 // forget drops everything this process remembers of key before a Set or
 // Delete: the load in flight (later callers start a new one), the L1 copy,
-// the last refresh error.
-func (c *Cache[V]) forget(key string) {
+// the last refresh error. It returns key's L1 generation after it.
+func (c *Cache[V]) forget(key string) uint64 {
 	c.loads.forget(key)
-	c.invalidateL1(key)
+	gen := c.invalidateL1(key)
 	c.forgetRefreshErr(key)
+	return gen
 }
 
 // write runs write.lua. With the circuit open it fails at once rather than
@@ -351,12 +355,10 @@ func (c *Cache[V]) write(ctx context.Context, key string, raw []byte, px time.Du
 		return lua.Write.Run(ctx, c.rdb, c.keys(key), raw, pxMillis(px), c.channel, c.message(msgInvalidated, key)).Err()
 	})
 	if err != nil {
+		// Whether it landed is unknown: invalidate either way.
 		c.invalidateL1(key)
 		c.noteKeyError(ctx, key, err)
-		if !errors.Is(err, ErrRedisUnavailable) {
-			return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
-		}
-		return err
+		return err // the caller's ctx error, a reply error about key, or ErrRedisUnavailable
 	}
 	return nil
 }
