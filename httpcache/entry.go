@@ -48,21 +48,55 @@ type entry struct {
 
 	// reason says why a response was not stored (kindPass).
 	reason string
+
+	// fetch and fwdStatus say how the handler run that produced this
+	// entry went, for the requests that waited for that run (RFC 9211
+	// fwd, fwd-status; see runStatus). fwdStatus is 0 for fetchMiss.
+	fetch     fetchKind
+	fwdStatus int
 }
+
+// runStatus is the status the handler answered the run that produced e
+// with: e's own status after a miss or a revalidation answered in full,
+// 304 when a 304 freshened it, and for a stale copy served in place of a
+// failed run, that run's status (0 when there was no response).
+func (e *entry) runStatus() int {
+	if e.fetch == fetchMiss {
+		return e.status
+	}
+	return e.fwdStatus
+}
+
+// fetchKind says what the handler run that produced an entry was.
+type fetchKind uint8
+
+const (
+	fetchMiss        fetchKind = iota // a run for a key with nothing stored
+	fetchRevalidated                  // a run that revalidated a stored response
+	fetchFailed                       // a revalidation that failed: the entry is the stale copy served in place of its response
+)
 
 // codec is the binary encoding of entries in Redis:
 //
-//	byte     format version (1)
+//	byte     format version (1, or 2 when the fetch fields follow)
 //	byte     kind
 //	uvarint  status (at most 999), initialAge ms, life ms, swr ms, sie ms
 //	         (each at most maxLifetime)
+//	byte     version 2 only: fetch (fetchRevalidated or fetchFailed)
+//	uvarint  version 2 only: fwdStatus (at most 999)
 //	string   gen, reason        (uvarint length + bytes)
 //	uvarint  number of vary names, then each name as a string
 //	uvarint  number of header fields, then for each: name, number of values, values
 //	rest     body
+//
+// An entry a plain miss stored (fetchMiss) is written as version 1, which
+// every release reads.
 type codec struct{}
 
-const codecVersion = 1
+const (
+	codecVersion      = 1
+	codecVersionFetch = 2
+)
 
 var errBadEntry = errors.New("httpcache: malformed entry")
 
@@ -77,18 +111,20 @@ func (codec) Marshal(v any) ([]byte, error) {
 	if err := e.check(); err != nil {
 		return nil, err
 	}
-	n := 32 + len(e.body) + len(e.gen) + len(e.reason)
-	for k, vs := range e.header {
-		n += len(k) + 2
-		for _, s := range vs {
-			n += len(s) + 2
-		}
+	// Each string adds a length of a byte or two.
+	b := make([]byte, 0, 48+e.bytes()+2*(len(e.vary)+len(e.header)+e.values()))
+	version := byte(codecVersion)
+	if e.fetch != fetchMiss {
+		version = codecVersionFetch
 	}
-	b := make([]byte, 0, n)
-	b = append(b, codecVersion, byte(e.kind))
+	b = append(b, version, byte(e.kind))
 	for _, u := range []int64{int64(e.status), e.initialAge.Milliseconds(), e.life.Milliseconds(),
 		e.swr.Milliseconds(), e.sie.Milliseconds()} {
 		b = binary.AppendUvarint(b, uint64(u))
+	}
+	if version == codecVersionFetch {
+		b = append(b, byte(e.fetch))
+		b = binary.AppendUvarint(b, uint64(e.fwdStatus))
 	}
 	b = appendString(b, e.gen)
 	b = appendString(b, e.reason)
@@ -113,8 +149,11 @@ func (e *entry) check() error {
 	if e.kind < kindResponse || e.kind > kindPass {
 		return fmt.Errorf("httpcache: cannot encode an entry of kind %d", e.kind)
 	}
-	if e.status < 0 || e.status > maxStatus {
-		return fmt.Errorf("httpcache: cannot encode status %d", e.status)
+	if e.status < 0 || e.status > maxStatus || e.fwdStatus < 0 || e.fwdStatus > maxStatus {
+		return fmt.Errorf("httpcache: cannot encode status %d (run status %d)", e.status, e.fwdStatus)
+	}
+	if e.fetch > fetchFailed || e.fetch == fetchMiss && e.fwdStatus != 0 {
+		return fmt.Errorf("httpcache: cannot encode fetch %d with run status %d", e.fetch, e.fwdStatus)
 	}
 	for _, d := range []time.Duration{e.initialAge, e.life, e.swr, e.sie} {
 		if d < 0 || d > maxLifetime || d%time.Millisecond != 0 {
@@ -122,6 +161,31 @@ func (e *entry) check() error {
 		}
 	}
 	return nil
+}
+
+// bytes is the size of e's body and strings: header names and values,
+// Vary names, gen and reason.
+func (e *entry) bytes() int {
+	n := len(e.body) + len(e.gen) + len(e.reason)
+	for _, s := range e.vary {
+		n += len(s)
+	}
+	for k, vs := range e.header {
+		n += len(k)
+		for _, s := range vs {
+			n += len(s)
+		}
+	}
+	return n
+}
+
+// values is the number of header field values in e.
+func (e *entry) values() int {
+	n := 0
+	for _, vs := range e.header {
+		n += len(vs)
+	}
+	return n
 }
 
 // maxStatus is the largest status code (RFC 9110 15: three digits).
@@ -138,22 +202,26 @@ func (codec) Unmarshal(data []byte, v any) error {
 		return fmt.Errorf("httpcache: cannot decode into %T", v)
 	}
 	d := decoder{b: data}
-	if d.byte() != codecVersion {
+	version := d.byte()
+	if version != codecVersion && version != codecVersionFetch {
 		return errBadEntry
 	}
 	e := &entry{kind: kind(d.byte())}
 	if e.kind < kindResponse || e.kind > kindPass {
 		return errBadEntry
 	}
-	if status := d.uvarint(); status <= maxStatus {
-		e.status = int(status)
-	} else {
-		return errBadEntry
-	}
+	e.status = d.status()
 	e.initialAge = d.millis()
 	e.life = d.millis()
 	e.swr = d.millis()
 	e.sie = d.millis()
+	if version == codecVersionFetch {
+		e.fetch = fetchKind(d.byte())
+		e.fwdStatus = d.status()
+		if e.fetch != fetchRevalidated && e.fetch != fetchFailed {
+			return errBadEntry // version 1 holds the others
+		}
+	}
 	e.gen = d.string()
 	e.reason = d.string()
 	if n := d.count(); n > 0 {
@@ -208,6 +276,16 @@ func (d *decoder) uvarint() uint64 {
 	}
 	d.b = d.b[n:]
 	return v
+}
+
+// status reads a status code: three digits at most.
+func (d *decoder) status() int {
+	v := d.uvarint()
+	if v > maxStatus {
+		d.err = true
+		return 0
+	}
+	return int(v)
 }
 
 func (d *decoder) millis() time.Duration {
