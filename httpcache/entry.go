@@ -188,6 +188,19 @@ func (e *entry) values() int {
 	return n
 }
 
+// entryOverhead is what an entry takes in memory besides its bytes: the
+// struct, the header map and the slices, roughly.
+const entryOverhead = 512
+
+// entryCost is what an entry counts for against Options.LocalBytes.
+func entryCost(v any) int64 {
+	e, ok := v.(*entry)
+	if !ok || e == nil {
+		return entryOverhead
+	}
+	return int64(entryOverhead + e.bytes())
+}
+
 // maxStatus is the largest status code (RFC 9110 15: three digits).
 const maxStatus = 999
 

@@ -55,6 +55,8 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 		LoadTimeout:     opts.LoadTimeout,
 		NotFoundTTL:     -1,
 		LocalCapacity:   opts.LocalCapacity,
+		LocalMaxCost:    max(opts.LocalBytes, 0),
+		LocalCost:       entryCost,
 		LocalTTL:        opts.LocalTTL,
 		BreakerCooldown: opts.BreakerCooldown,
 		Codec:           codec{},

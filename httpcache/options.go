@@ -81,9 +81,15 @@ type Options struct {
 	// BreakerCooldown are passed to the core cache; see stampede.Options.
 	// LoadTimeout bounds a handler run whose response is being recorded.
 	LockTTL, Recheck, WaitTimeout, LoadTimeout, LocalTTL, BreakerCooldown time.Duration
-	// LocalCapacity is the number of responses each process keeps in memory
-	// (the core's L1). Memory use is bounded by LocalCapacity × MaxBodySize.
-	// Default: 1,000. Negative: none.
+	// LocalBytes bounds the memory each process gives to the responses it
+	// keeps (the core's L1, in front of Redis): their bodies and header
+	// fields, plus 512 bytes each for the rest. A response larger than all
+	// of it is read from Redis every time. Default: 64 MiB. Negative: no
+	// responses are kept in memory.
+	LocalBytes int64
+	// LocalCapacity is about how many responses LocalBytes is expected to
+	// hold: it sizes the in-process cache's admission counters, not its
+	// bound. Default: 10,000. Negative: no responses are kept in memory.
 	LocalCapacity int
 
 	// ErrorHandler writes the response when there is no response to give:
@@ -100,7 +106,8 @@ const (
 	defaultNamespace     = "httpcache"
 	defaultMaxBodySize   = 1 << 20
 	defaultHitForMissTTL = 10 * time.Second
-	defaultLocalCapacity = 1000
+	defaultLocalBytes    = 64 << 20
+	defaultLocalCapacity = 10_000
 	defaultStatusName    = "stampede"
 	invalidateTimeout    = 5 * time.Second
 )
@@ -142,8 +149,14 @@ func (o *Options) setDefaults() {
 	if o.HitForMissTTL == 0 {
 		o.HitForMissTTL = defaultHitForMissTTL
 	}
+	if o.LocalBytes == 0 {
+		o.LocalBytes = defaultLocalBytes
+	}
 	if o.LocalCapacity == 0 {
 		o.LocalCapacity = defaultLocalCapacity
+	}
+	if o.LocalBytes < 0 {
+		o.LocalCapacity = -1
 	}
 	if o.CacheStatusName == "" {
 		o.CacheStatusName = defaultStatusName
