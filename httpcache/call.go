@@ -1,0 +1,86 @@
+package httpcache
+
+import (
+	"net/http"
+	"sync"
+)
+
+// call is one request's part in a lookup: the loader it hands the core, and
+// what that loader leaves for it when its own handler run is the one that
+// happened.
+type call struct {
+	m    *Middleware
+	next http.Handler
+	r    *http.Request
+	w    http.ResponseWriter // the request's writer, for 1xx responses
+	// variant is the Vary record when this call looks up a variant key, nil
+	// for a primary key.
+	variant *entry
+	primary string // the primary key, when variant is set
+	// prev is the stored response this call's run validates: the run is
+	// made conditional on it, and a 304 freshens it.
+	prev *entry
+	// rng is set for a GET with a single byte range: on a miss it is
+	// passed to the handler as it is, and nothing is stored.
+	rng bool
+	// fwd is the Cache-Status fwd of this call's own run; "" for a miss.
+	fwd string
+	// retry is set when this call looks again after sharing the lookup of
+	// a range request that found nothing stored.
+	retry bool
+
+	mu        sync.Mutex // guards done, own, stream, rangeMiss, and c.w while !done
+	done      bool       // the request has stopped waiting: a stream has no reader
+	own       *outcome   // the outcome of this call's own handler run
+	stream    *stream    // set when this call's run turned into a stream
+	rangeMiss bool       // this call's loader found nothing stored for its range
+}
+
+// finish marks the request as no longer waiting and returns the outcome of
+// its own handler run, if that run happened and ended (or became a stream).
+func (c *call) finish() *outcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done = true
+	if c.own == nil && c.stream != nil {
+		return &outcome{owner: c, stream: c.stream, reason: c.stream.reason}
+	}
+	return c.own
+}
+
+// missFwd is the Cache-Status fwd value of this call's own run: a miss of
+// its key, unless said otherwise.
+func (c *call) missFwd() string {
+	if c.fwd != "" {
+		return c.fwd
+	}
+	if c.variant != nil {
+		return fwdVaryMiss
+	}
+	return fwdURIMiss
+}
+
+// reasonRangeMiss marks the loader result of a range request that found
+// nothing stored: never stored, and served to nobody.
+const reasonRangeMiss = "range-miss"
+
+// takeRangeMiss reports whether c's request, a range request still waiting
+// for its lookup, takes this miss to the handler itself. A run the core
+// starts after the request was answered (a background refresh) fetches the
+// whole response as usual.
+func (c *call) takeRangeMiss() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.rng || c.done {
+		return false
+	}
+	c.rangeMiss = true
+	return true
+}
+
+// tookRangeMiss reports whether this call's loader took a range miss.
+func (c *call) tookRangeMiss() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rangeMiss
+}
