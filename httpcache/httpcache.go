@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 
@@ -24,6 +25,12 @@ type Middleware struct {
 	targets    []string // the target list of RFC 9213, canonical names
 	statusName string   // the cache's identifier in Cache-Status
 	flight     flight
+	// runs is a process-local core cache that every handler run whose
+	// response is recorded goes through as a loader (see run): the core
+	// catches its panics and lets its caller leave when the response
+	// turns into a stream. It stores nothing.
+	runs   *stampede.Cache[*outcome]
+	runSeq atomic.Uint64 // numbers the runs (runKey)
 
 	closeCtx context.Context // cancelled by Close
 	closeFn  context.CancelFunc
@@ -65,6 +72,16 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.runs, err = stampede.New[*outcome](nil, stampede.Options{
+		Namespace:     opts.Namespace,
+		LoadTimeout:   opts.LoadTimeout,
+		NotFoundTTL:   -1,
+		LocalCapacity: -1,
+	})
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
 	m.cache = c
 	m.closeCtx, m.closeFn = context.WithCancel(context.Background())
 	return m, nil
@@ -74,7 +91,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 // passed to the handler uncached.
 func (m *Middleware) Close() error {
 	m.closeFn()
-	return m.cache.Close()
+	return errors.Join(m.cache.Close(), m.runs.Close())
 }
 
 // Stats returns the core cache's counters.

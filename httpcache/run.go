@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -85,9 +84,17 @@ func (m *Middleware) execute(ctx context.Context, c *call) *outcome {
 	return o
 }
 
-// run runs the handler once for c's request into a recorder, on a context
-// with ctx's values that ctx's end cancels, and classifies the response.
-// A HEAD runs as a GET, so that the stored entry has the GET's body.
+// run runs the handler once for c's request into a recorder, and
+// classifies the response. A HEAD runs as a GET, so that the stored entry
+// has the GET's body.
+//
+// The run is a loader of m.runs, the process-local core cache kept for
+// this: the core runs it on a goroutine of its own and turns a panic into
+// a *stampede.PanicError, and runtime.Goexit into an error. run waits for
+// it until ctx ends, or until the response turns into a stream: then run
+// returns at once, handing the stream to its owner's request, while the
+// handler writes on. The handler's context has ctx's values and ends with
+// ctx, or, once streaming, with the owner's request.
 func (m *Middleware) run(ctx context.Context, c *call, prev *entry) *outcome {
 	hctx, relink, stop := detachFrom(ctx, c.r.Context())
 	r2 := c.r.Clone(hctx)
@@ -100,63 +107,77 @@ func (m *Middleware) run(ctx context.Context, c *call, prev *entry) *outcome {
 	if prev != nil && !addValidators(r2.Header, prev, time.Now()) {
 		prev = nil
 	}
-	rec := newRecorder(c, m.opts.MaxBodySize, relink)
-	hdone := make(chan error, 1)
-	go func() {
-		normal := false
+	wctx, leave := context.WithCancel(ctx)
+	defer leave()
+	rec := newRecorder(c, m.opts.MaxBodySize, relink, leave)
+	res, err := m.runs.Fetch(wctx, m.runKey(), func(context.Context, string) (o *outcome, _ stampede.Entry, _ error) {
+		returned := false
 		defer func() {
-			var failure error
-			if !normal {
-				if v := recover(); v != nil {
-					failure = &stampede.PanicError{Value: v, Stack: debug.Stack()}
-				} else {
-					failure = errors.New("httpcache: handler called runtime.Goexit")
-				}
-			} else if err := context.Cause(hctx); err != nil {
-				failure = fmt.Errorf("%w: handler returned after its context ended: %w", errIncomplete, err)
+			// Not a catcher: a panic or Goexit goes on to the core. This
+			// only cuts a stream short, so that its client sees it fail.
+			if !returned {
+				rec.finish(errHandlerFailed)
+			} else {
+				rec.finish(o.err)
 			}
-			rec.finish(failure)
 			stop()
-			hdone <- failure
 		}()
 		c.next.ServeHTTP(rec, r2)
-		normal = true
-	}()
-
-	o := &outcome{owner: c, req: c.r}
+		returned = true
+		return m.recorded(hctx, r2, rec, prev), stampede.Entry{NoStore: true}, nil
+	})
 	select {
-	case failure := <-hdone:
-		select {
-		case <-rec.streaming:
-			return o
-		default:
-		}
-		if failure != nil {
-			o.err = failure
-			return o
-		}
-		o.status, o.header, o.body, o.err = rec.result()
-		now := time.Now()
-		switch {
-		case o.err != nil:
-		case errors.Is(rec.werr, errNoReader):
-			// It outgrew MaxBodySize with nobody left to stream it to
-			// (a background refresh, a leader whose client left): what
-			// was recorded is cut off, and never stored.
-			o.reason = "too-big"
-		case o.status == http.StatusNotModified && prev != nil:
-			h, ok := freshen(prev, o.header, now)
-			if !ok {
-				return o // execute asks again, unconditionally
-			}
-			o.status, o.header, o.body, o.validated = prev.status, h, prev.body, true
-			o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
-		case !isServerError(o.status):
-			o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
-		}
 	case <-rec.streaming:
-	case <-ctx.Done():
-		o.err = context.Cause(ctx)
+		return &outcome{owner: c, req: c.r}
+	default:
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		return &outcome{owner: c, req: c.r, err: err}
+	}
+	return res.Value
+}
+
+// errHandlerFailed ends the stream of a handler that panicked or called
+// runtime.Goexit.
+var errHandlerFailed = errors.New("httpcache: handler did not return")
+
+// runKey names one handler run in m.runs: no two runs share one.
+func (m *Middleware) runKey() string {
+	return "run:" + strconv.FormatUint(m.runSeq.Add(1), 36)
+}
+
+// recorded is the outcome of a run whose handler returned: the response
+// recorded by rec for the request r2, made conditional on prev when set.
+func (m *Middleware) recorded(hctx context.Context, r2 *http.Request, rec *recorder, prev *entry) *outcome {
+	o := &outcome{owner: rec.owner, req: rec.owner.r}
+	if rec.pw != nil { // a stream: nobody waits for this outcome
+		return o
+	}
+	if err := context.Cause(hctx); err != nil {
+		o.err = fmt.Errorf("%w: handler returned after its context ended: %w", errIncomplete, err)
+		return o
+	}
+	o.status, o.header, o.body, o.err = rec.result()
+	now := time.Now()
+	switch {
+	case o.err != nil:
+	case errors.Is(rec.werr, errNoReader):
+		// It outgrew MaxBodySize with nobody left to stream it to (a
+		// background refresh, a leader whose client left): what was
+		// recorded is cut off, and never stored.
+		o.reason = "too-big"
+	case o.status == http.StatusNotModified && prev != nil:
+		h, ok := freshen(prev, o.header, now)
+		if !ok {
+			return o // execute asks again, unconditionally
+		}
+		o.status, o.header, o.body, o.validated = prev.status, h, prev.body, true
+		o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
+	case !isServerError(o.status):
+		o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
 	}
 	return o
 }
