@@ -1,6 +1,7 @@
 package httpcache
 
 import (
+	"errors"
 	"net/http"
 	"sync"
 )
@@ -17,14 +18,9 @@ type call struct {
 	// for a primary key.
 	variant *entry
 	primary string // the primary key, when variant is set
-	// prev is the stored response this call's run validates: the run is
-	// made conditional on it, and a 304 freshens it.
-	prev *entry
 	// rng is set for a GET with a single byte range: on a miss it is
 	// passed to the handler as it is, and nothing is stored.
 	rng bool
-	// fwd is the Cache-Status fwd of this call's own run; "" for a miss.
-	fwd string
 	// retry is set when this call looks again after sharing the lookup of
 	// a range request that found nothing stored.
 	retry bool
@@ -48,12 +44,27 @@ func (c *call) finish() *outcome {
 	return c.own
 }
 
-// missFwd is the Cache-Status fwd value of this call's own run: a miss of
-// its key, unless said otherwise.
-func (c *call) missFwd() string {
-	if c.fwd != "" {
-		return c.fwd
+// setOwn records o as the outcome of c's own handler run, for c's request
+// to serve when it is still waiting for it.
+func (c *call) setOwn(o *outcome) {
+	c.mu.Lock()
+	c.own = o
+	c.mu.Unlock()
+}
+
+// errorFwd is the Cache-Status fwd value of a request whose lookup failed
+// with err: stale when the run that failed revalidated a stored response.
+func (c *call) errorFwd(err error) string {
+	var oe *originError
+	if errors.Is(err, ErrRevalidationFailed) || errors.As(err, &oe) && oe.o.revalidation {
+		return fwdStale
 	}
+	return c.missFwd()
+}
+
+// missFwd is the Cache-Status fwd value of a run for a key with nothing
+// stored: a miss of the URL, or of the variant.
+func (c *call) missFwd() string {
 	if c.variant != nil {
 		return fwdVaryMiss
 	}

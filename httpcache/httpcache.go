@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -24,7 +25,7 @@ type Middleware struct {
 	statuses   map[int]bool
 	targets    []string // the target list of RFC 9213, canonical names
 	statusName string   // the cache's identifier in Cache-Status
-	flight     flight
+	shared     bool     // there is a Redis: entries are kept past their stale window
 	// runs is a process-local core cache that every handler run whose
 	// response is recorded goes through as a loader (see run): the core
 	// catches its panics and lets its caller leave when the response
@@ -46,7 +47,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 	}
 	opts.setDefaults()
 	m := &Middleware{opts: opts, statuses: make(map[int]bool, len(opts.CacheableStatuses)),
-		statusName: statusName(opts.CacheStatusName)}
+		statusName: statusName(opts.CacheStatusName), shared: rdb != nil}
 	for _, s := range opts.CacheableStatuses {
 		m.statuses[s] = true
 	}
@@ -59,7 +60,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 		Recheck:         opts.Recheck,
 		WaitTimeout:     opts.WaitTimeout,
 		OnWaitTimeout:   stampede.WaitLoadLocally,
-		LoadTimeout:     opts.LoadTimeout,
+		LoadTimeout:     opts.LoadTimeout + loadGrace,
 		NotFoundTTL:     -1,
 		LocalCapacity:   opts.LocalCapacity,
 		LocalMaxCost:    max(opts.LocalBytes, 0),
@@ -74,7 +75,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 	}
 	m.runs, err = stampede.New[*outcome](nil, stampede.Options{
 		Namespace:     opts.Namespace,
-		LoadTimeout:   opts.LoadTimeout,
+		LoadTimeout:   opts.LoadTimeout + loadGrace,
 		NotFoundTTL:   -1,
 		LocalCapacity: -1,
 	})
@@ -190,13 +191,14 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 		m.bypass(w, r, c.next, "closed")
 		return
 	}
-	res, err := m.cache.Fetch(r.Context(), key, c.load)
+	start := time.Now()
+	res, err := m.cache.FetchPrev(r.Context(), key, c.load)
 	// The request's own run is what it serves when the core ran it for
 	// this request. A run the core started in the background after serving
 	// a stored copy (a refresh) is not this request's answer.
 	if own := c.finish(); own != nil {
 		if err != nil || res.Source == stampede.SourceLoader {
-			m.serveOwn(w, r, c, own, err == nil && res.Stored)
+			m.serveOwn(w, r, c, own, err == nil && res.Stored, err)
 			return
 		}
 		if own.stream != nil {
@@ -208,7 +210,7 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 			m.bypass(w, r, c.next, "closed")
 			return
 		}
-		m.serveError(w, r, err, true, c.missFwd())
+		m.serveError(w, r, err, res.Waited, c.errorFwd(err))
 		return
 	}
 	e := res.Value
@@ -239,6 +241,6 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 		vc := &call{m: m, next: c.next, r: r, w: w, variant: e, primary: key, rng: c.rng}
 		m.lookup(w, r, vc, variantKey(key, e.gen, e.vary, r))
 	default:
-		m.serveResult(w, r, c, key, res)
+		m.serveResult(w, r, c, key, res, start)
 	}
 }

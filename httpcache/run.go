@@ -23,12 +23,15 @@ type outcome struct {
 	header http.Header
 	body   []byte
 
-	validated bool           // the handler answered 304 to the cache's validators
-	e         *entry         // the entry to store; nil when not cacheable
-	ent       stampede.Entry // how long to store it
-	reason    string         // why it is not stored
-	err       error          // panic, incomplete response, timeout
-	stream    *stream        // the response became a stream to its owner
+	revalidation bool           // the run revalidated a stored response (Cache-Status fwd=stale)
+	validated    bool           // the handler answered 304 to the cache's validators
+	e            *entry         // the entry to store; nil when not cacheable
+	ent          stampede.Entry // how long to store it
+	reason       string         // why it is not stored
+	err          error          // panic, incomplete response, timeout
+	stream       *stream        // the response became a stream to its owner
+	// stale is the stale copy served in place of this run, which failed.
+	stale *entry
 }
 
 // fwdStatus is the status the handler answered with.
@@ -37,6 +40,15 @@ func (o *outcome) fwdStatus() int {
 		return http.StatusNotModified
 	}
 	return o.status
+}
+
+// fwd is the Cache-Status fwd value of the requests this run answers, c's
+// when it did not revalidate a stored response.
+func (o *outcome) fwd(c *call) string {
+	if o.revalidation {
+		return fwdStale
+	}
+	return c.missFwd()
 }
 
 // originError carries a server error response (500, 502, 503, 504) through
@@ -49,37 +61,32 @@ func (e *originError) Error() string {
 	return "httpcache: handler responded " + strconv.Itoa(e.o.status)
 }
 
-// loadContext is the context of a handler run started outside the core:
-// the request's values, its own timeout, cancelled by Close.
-func (m *Middleware) loadContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	timeout := m.opts.LoadTimeout
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	stop := context.AfterFunc(m.closeCtx, cancel)
-	return lctx, func() { stop(); cancel() }
-}
-
 // conditionalFields are removed from the request a handler run sees, so that
 // it produces the full response to store; validators are answered from the
 // stored copy, and only to the clients that sent them. Range goes too: the
 // whole response is what is stored.
 var conditionalFields = []string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range", "Range"}
 
-// execute runs the handler for c's request, conditionally on c.prev when
-// set. A 304 that does not select c.prev (RFC 9111 4.3.4) cannot be used:
-// the request is then made again without conditions.
-func (m *Middleware) execute(ctx context.Context, c *call) *outcome {
-	o := m.run(ctx, c, c.prev)
-	if o.status == http.StatusNotModified && c.prev != nil && !o.validated && o.err == nil {
+// execute runs the handler for c's request, conditionally on prev, the
+// stored response it revalidates, when set. A 304 that does not select prev
+// (RFC 9111 4.3.4) cannot be used: the request is then made again without
+// conditions. The run times out after Options.LoadTimeout, before the
+// core's deadline, so that its loader can still answer for it.
+func (m *Middleware) execute(ctx context.Context, c *call, prev *entry) *outcome {
+	ctx, cancel := context.WithTimeout(ctx, m.opts.LoadTimeout)
+	defer cancel()
+	o := m.run(ctx, c, prev)
+	if o.status == http.StatusNotModified && prev != nil && !o.validated && o.err == nil {
 		o = m.run(ctx, c, nil)
+	}
+	o.revalidation = prev != nil
+	if o.e != nil && prev != nil {
+		o.e.fetch, o.e.fwdStatus = fetchRevalidated, o.fwdStatus()
 	}
 	c.mu.Lock()
 	if o.err == nil && o.status == 0 { // became a stream
 		o.stream, o.reason = c.stream, c.stream.reason
 	}
-	c.own = o
 	c.mu.Unlock()
 	return o
 }

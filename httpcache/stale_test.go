@@ -1,0 +1,196 @@
+package httpcache
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/stampede-go/stampede/internal/redistest"
+)
+
+// origin is a handler whose first run answers with a stored response,
+// fresh for 10 s, and whose later runs answer as second says. It records
+// the validators each run was sent.
+type origin struct {
+	counter
+	mu   sync.Mutex
+	sent []string // If-None-Match + If-Modified-Since of each run
+}
+
+const lastMod = "Sun, 01 Feb 2026 10:00:00 GMT"
+
+func newOrigin(cc, validator string, second func(w http.ResponseWriter, r *http.Request, n int64)) *origin {
+	o := &origin{}
+	o.fn = func(w http.ResponseWriter, r *http.Request, n int64) {
+		o.mu.Lock()
+		o.sent = append(o.sent, r.Header.Get("If-None-Match")+r.Header.Get("If-Modified-Since"))
+		o.mu.Unlock()
+		if n > 1 {
+			second(w, r, n)
+			return
+		}
+		w.Header().Set("Cache-Control", cc)
+		setValidator(w, validator)
+		w.Header().Set("X-From", "run 1")
+		fmt.Fprint(w, "v1 body")
+	}
+	return o
+}
+
+func setValidator(w http.ResponseWriter, validator string) {
+	switch validator {
+	case "etag":
+		w.Header().Set("Etag", `"v1"`)
+	case "last-modified":
+		w.Header().Set("Last-Modified", lastMod)
+	}
+}
+
+func (o *origin) validators() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.sent...)
+}
+
+// answer304 answers 304 with the stored validator and a field of its own.
+func answer304(validator string) func(http.ResponseWriter, *http.Request, int64) {
+	return func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=100")
+		setValidator(w, validator)
+		w.Header().Set("X-From", fmt.Sprintf("run %d, a 304", n))
+		w.WriteHeader(http.StatusNotModified)
+	}
+}
+
+func respond(status int, body string) func(http.ResponseWriter, *http.Request, int64) {
+	return func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=100")
+		w.Header().Set("X-From", fmt.Sprintf("run %d", n))
+		w.WriteHeader(status)
+		fmt.Fprint(w, body)
+	}
+}
+
+// What becomes of a stored response (fresh for 10 s) requested past its
+// freshness, once the handler has answered its revalidation.
+func TestKeptResponseRevalidation(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cc        string
+		validator string
+		opts      Options
+		past      time.Duration // past the 10 s of freshness
+		second    func(http.ResponseWriter, *http.Request, int64)
+		code      int
+		body      string
+		status    string // Cache-Status of the request that found it stale
+		sent      string // the validators of its run
+		then      string // Cache-Status of the next request; "" when it runs the handler again
+	}{
+		// RFC 9111 4.3.1: the stored validators go with the run; 4.3.4: a
+		// 304 freshens the stored response: its fields, the stored body,
+		// the age from 0, and every server gets it.
+		{name: "RFC 9111 4.3.4: a 304 to If-None-Match freshens it", cc: "max-age=10", validator: "etag",
+			past: 5 * time.Second, second: answer304("etag"), code: 200, body: "v1 body",
+			status: "stampede; fwd=stale; fwd-status=304; stored", sent: `"v1"`, then: "stampede; hit; ttl=100"},
+		{name: "RFC 9111 4.3.4: a 304 to If-Modified-Since freshens it", cc: "max-age=10", validator: "last-modified",
+			past: 5 * time.Second, second: answer304("last-modified"), code: 200, body: "v1 body",
+			status: "stampede; fwd=stale; fwd-status=304; stored", sent: lastMod, then: "stampede; hit; ttl=100"},
+		// RFC 9111 4.3.3: a full response replaces it.
+		{name: "RFC 9111 4.3.3: a 200 replaces it", cc: "max-age=10", validator: "etag",
+			past: 5 * time.Second, second: respond(200, "v2 body"), code: 200, body: "v2 body",
+			status: "stampede; fwd=stale; fwd-status=200; stored", sent: `"v1"`, then: "stampede; hit; ttl=100"},
+		// RFC 9111 4.3.4: a 304 that selects no stored response cannot be
+		// used: the request is made again, unconditionally.
+		{name: "RFC 9111 4.3.4: a 304 for another representation", cc: "max-age=10", validator: "etag",
+			past: 5 * time.Second, second: func(w http.ResponseWriter, r *http.Request, n int64) {
+				if r.Header.Get("If-None-Match") != "" {
+					w.Header().Set("Etag", `"v2"`)
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+				respond(200, "v3 body")(w, r, n)
+			}, code: 200, body: "v3 body",
+			status: "stampede; fwd=stale; fwd-status=200; stored", sent: `"v1"`, then: "stampede; hit; ttl=100"},
+		// RFC 9111 4.2.4: never served stale; no response is a 504.
+		{name: "RFC 9111 4.2.4: must-revalidate, no response", cc: "max-age=10, must-revalidate, stale-if-error=60",
+			validator: "etag", opts: Options{StaleOnError: time.Minute}, past: 5 * time.Second,
+			second: func(http.ResponseWriter, *http.Request, int64) { panic("origin down") },
+			code:   504, status: "stampede; fwd=stale; detail=must-revalidate", sent: `"v1"`},
+		{name: "RFC 9111 4.2.4: proxy-revalidate, no response", cc: "max-age=10, proxy-revalidate",
+			validator: "etag", past: 5 * time.Second,
+			second: func(http.ResponseWriter, *http.Request, int64) { panic("origin down") },
+			code:   504, status: "stampede; fwd=stale; detail=must-revalidate", sent: `"v1"`},
+		// RFC 9111 4.3.3: a 5xx is forwarded, never the stale response.
+		{name: "RFC 9111 4.3.3: must-revalidate, a 503", cc: "max-age=10, must-revalidate", validator: "etag",
+			past: 5 * time.Second, second: respond(503, "busy"), code: 503, body: "busy",
+			status: "stampede; fwd=stale; fwd-status=503", sent: `"v1"`},
+		// RFC 5861 4: within stale-if-error the stale response answers for
+		// a failed run, and is served as it is for a while, everywhere.
+		{name: "RFC 5861 4: within stale-if-error, a 503", cc: "max-age=10, stale-if-error=60", validator: "etag",
+			past: 5 * time.Second, second: respond(503, "busy"), code: 200, body: "v1 body",
+			status: "stampede; fwd=stale; fwd-status=503; ttl=-5; detail=stale-if-error", sent: `"v1"`,
+			then: "stampede; hit; ttl=-5; detail=stale-if-error"},
+		{name: "StaleOnError, no response, no validator", cc: "max-age=10", opts: Options{StaleOnError: time.Minute},
+			past: 5 * time.Second, second: func(http.ResponseWriter, *http.Request, int64) { panic("origin down") },
+			code: 200, body: "v1 body", status: "stampede; fwd=stale; ttl=-5; detail=stale-on-error",
+			then: "stampede; hit; ttl=-5; detail=stale-on-error"},
+		{name: "RFC 9111 4.2.4: StaleOnError beside s-maxage", cc: "s-maxage=10", validator: "etag",
+			opts: Options{StaleOnError: time.Minute}, past: 5 * time.Second, second: respond(503, "busy"),
+			code: 503, body: "busy", status: "stampede; fwd=stale; fwd-status=503", sent: `"v1"`},
+		{name: "past stale-if-error, still kept", cc: "max-age=10, stale-if-error=3", validator: "etag",
+			past: 5 * time.Second, second: respond(503, "busy"), code: 503, body: "busy",
+			status: "stampede; fwd=stale; fwd-status=503", sent: `"v1"`},
+		// Not kept: a miss, fetched in full.
+		{name: "no validator, no error window", cc: "max-age=10", past: 5 * time.Second,
+			second: respond(200, "v2 body"), code: 200, body: "v2 body",
+			status: "stampede; fwd=uri-miss; fwd-status=200; stored", then: "stampede; hit; ttl=100"},
+		{name: "Keep negative", cc: "max-age=10", validator: "etag", opts: Options{Keep: -1}, past: 5 * time.Second,
+			second: respond(200, "v2 body"), code: 200, body: "v2 body",
+			status: "stampede; fwd=uri-miss; fwd-status=200; stored", then: "stampede; hit; ttl=100"},
+		{name: "past Keep", cc: "max-age=10", validator: "etag", opts: Options{Keep: time.Minute}, past: 2 * time.Minute,
+			second: respond(200, "v2 body"), code: 200, body: "v2 body",
+			status: "stampede; fwd=uri-miss; fwd-status=200; stored", then: "stampede; hit; ttl=100"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mr, rdb := redistest.Mini(t)
+			h := newOrigin(tc.cc, tc.validator, tc.second)
+			opts := tc.opts
+			opts.LocalBytes = -1
+			s := newMW(t, rdb, opts).Handler(h)
+			require.Contains(t, status(do(s, "GET", "/k")), "stored")
+			mr.FastForward(10*time.Second + tc.past)
+
+			w := do(s, "GET", "/k")
+			require.Equal(t, tc.code, w.Code)
+			if tc.body != "" {
+				require.Equal(t, tc.body, w.Body.String())
+			}
+			require.Equal(t, tc.status, status(w))
+			require.Equal(t, []string{"", tc.sent}, h.validators()[:2])
+			runs := h.n.Load()
+			if tc.body == "v1 body" && strings.HasSuffix(tc.status, "stored") {
+				// RFC 9111 4.3.4: freshened: the 304's fields, the age from 0.
+				require.Equal(t, "run 2, a 304", w.Header().Get("X-From"))
+				require.Equal(t, "0", w.Header().Get("Age"))
+			}
+
+			w = do(s, "GET", "/k")
+			if tc.then == "" {
+				require.Equal(t, runs+1, h.n.Load(), "the next request runs the handler again")
+				require.Equal(t, tc.sent, h.validators()[runs], "with the stored validators again")
+				return
+			}
+			require.Equal(t, runs, h.n.Load(), "the next request is answered without a run")
+			// The Date of a stored response is whole seconds: a second of
+			// its freshness may have begun.
+			require.Equal(t, tc.then, strings.Replace(status(w), "ttl=99", "ttl=100", 1))
+			require.Equal(t, tc.body, w.Body.String())
+		})
+	}
+}
