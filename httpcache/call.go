@@ -21,15 +21,14 @@ type call struct {
 	// rng is set for a GET with a single byte range: on a miss it is
 	// passed to the handler as it is, and nothing is stored.
 	rng bool
-	// retry is set when this call looks again after sharing the lookup of
-	// a range request that found nothing stored.
-	retry bool
+	// retries counts the times this request looked again after sharing
+	// the lookup of a range request that found nothing stored.
+	retries int
 
-	mu        sync.Mutex // guards done, own, stream, rangeMiss, and c.w while !done
-	done      bool       // the request has stopped waiting: a stream has no reader
-	own       *outcome   // the outcome of this call's own handler run
-	stream    *stream    // set when this call's run turned into a stream
-	rangeMiss bool       // this call's loader found nothing stored for its range
+	mu     sync.Mutex // guards done, own, stream, and c.w while !done
+	done   bool       // the request has stopped waiting: a stream has no reader
+	own    *outcome   // the outcome of this call's own handler run
+	stream *stream    // set when this call's run turned into a stream
 }
 
 // finish marks the request as no longer waiting and returns the outcome of
@@ -82,16 +81,5 @@ const reasonRangeMiss = "range-miss"
 func (c *call) takeRangeMiss() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.rng || c.done {
-		return false
-	}
-	c.rangeMiss = true
-	return true
-}
-
-// tookRangeMiss reports whether this call's loader took a range miss.
-func (c *call) tookRangeMiss() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.rangeMiss
+	return c.rng && !c.done
 }

@@ -143,6 +143,11 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	m.lookup(w, r, c, primaryKey(r))
 }
 
+// maxRangeRetries bounds how many times a request looks again after
+// sharing the lookup of a range request that found nothing stored: each
+// time, another range request arrived first and led the lookup.
+const maxRangeRetries = 3
+
 // bypassReason says why a GET or HEAD request is not answered from, nor
 // stored in, the cache; "" when it may be.
 func bypassReason(r *http.Request) string {
@@ -221,15 +226,16 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 			return
 		}
 		switch {
-		case res.Source == stampede.SourceLoader && c.tookRangeMiss():
-			// Nothing stored for this range request: the handler answers
-			// the range itself, as without a cache.
+		case c.rng:
+			// Nothing stored for this range request, or for the one whose
+			// lookup it shared: the handler answers the range itself, as
+			// without a cache.
 			m.forward(w, r, c.next, cacheStatus{fwd: c.missFwd(), detail: "range"})
-		case !c.retry:
+		case c.retries < maxRangeRetries:
 			// This request shared the lookup of a range request that found
 			// nothing: look again, and lead the fill or join it.
 			m.lookup(w, r, &call{m: m, next: c.next, r: r, w: w, variant: c.variant, primary: c.primary,
-				rng: c.rng, retry: true}, key)
+				retries: c.retries + 1}, key)
 		default:
 			m.bypass(w, r, c.next, reasonRangeMiss)
 		}
