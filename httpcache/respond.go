@@ -17,11 +17,7 @@ import (
 func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call, key string, res stampede.Result[*entry], start time.Time) {
 	e := res.Value
 	age := e.initialAge + res.Age
-	// A response younger than the request was stored while it waited: it
-	// waited for another request's run (RFC 9211 collapsed), on this server
-	// or another. The core's Waited alone also covers a request that only
-	// shared another's read of Redis.
-	if res.Source == stampede.SourceLoader || res.Waited && res.Age < time.Since(start) {
+	if collapsed(res, time.Since(start)) {
 		m.serveCollapsed(w, r, c, e, age, res.Source != stampede.SourceLoader || res.Stored)
 		return
 	}
@@ -45,6 +41,16 @@ func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call
 		// storage), and for entries written by earlier releases.
 		m.revalidateFor(w, r, c, key, e, age, fwdStale)
 	}
+}
+
+// collapsed reports whether a lookup that took elapsed and returned res
+// waited for another request's handler run (RFC 9211 2.6): it shared a run
+// of this process, or it waited (res.Waited) and the stored response it
+// got is younger than the request, so it was stored meanwhile, by this
+// server or another. Waited alone also covers a request that only shared
+// another's read of Redis, which is a hit.
+func collapsed(res stampede.Result[*entry], elapsed time.Duration) bool {
+	return res.Source == stampede.SourceLoader || res.Waited && res.Age < elapsed
 }
 
 // serveCollapsed answers a request that waited for another request's
