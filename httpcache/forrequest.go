@@ -1,7 +1,6 @@
 package httpcache
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -14,29 +13,24 @@ import (
 // request's own Cache-Control refuses it (fwd is fwdRequest, see
 // Options.HonorRequestCacheControl), or e is stale past what may be served
 // as it is (fwd is fwdStale), which happens without Redis (see storage).
-// The requests of this process that do so for the same key at the same
-// time share one run, a load of the process-local core cache. Its response
-// is served, not stored: the core replaces a stored response only through
-// its own loads, which a fresh one does not get.
+// The run is shared with the other revalidations of key in this process
+// (see revalidation). Its response is served, not stored, unless the core
+// is revalidating the same response meanwhile: the core replaces a stored
+// response only through its own loads, which a fresh one does not get.
 func (m *Middleware) revalidateFor(w http.ResponseWriter, r *http.Request, c *call, key string, e *entry, age time.Duration, fwd string) {
 	c2 := &call{m: m, next: c.next, r: r, w: w, variant: c.variant, primary: c.primary}
-	res, err := m.runs.Fetch(r.Context(), "request:"+key, func(ctx context.Context, _ string) (*outcome, stampede.Entry, error) {
-		o := m.execute(ctx, c2, e)
-		c2.setOwn(o)
-		return o, stampede.Entry{NoStore: true}, nil
-	})
-	if own := c2.finish(); own != nil && own.stream != nil {
-		own.stream.copyTo(w, r, m.member(cacheStatus{fwd: fwd, detail: own.reason}))
-		return
-	}
+	o := m.revalidation(r.Context(), c2, key, e)
+	c2.finish()
 	switch {
-	case errors.Is(err, stampede.ErrClosed):
+	case o.stream != nil && o.owner == c2:
+		o.stream.copyTo(w, r, m.member(cacheStatus{fwd: fwd, detail: o.reason}))
+		return
+	case errors.Is(o.err, stampede.ErrClosed):
 		m.bypass(w, r, c.next, "closed")
 		return
-	case err != nil:
+	case r.Context().Err() != nil:
 		return // the client left
 	}
-	o := res.Value
 	shared := o.owner != c2
 	switch {
 	case o.err != nil || isServerError(o.status):

@@ -28,19 +28,36 @@ func (c *call) load(ctx context.Context, key string, prev stampede.Prev[*entry])
 		// that shared this lookup look again (see lookup).
 		return &entry{kind: kindPass, reason: reasonRangeMiss}, stampede.Entry{NoStore: true}, nil
 	}
-	o := m.execute(ctx, c, stale)
-	defer c.setOwn(o)
+	var o *outcome
+	if stale != nil {
+		o = m.revalidation(ctx, c, key, stale)
+	} else {
+		o = m.execute(ctx, c, nil)
+	}
+	// Another request's run, whose outcome this load shares, is not c's
+	// request's own answer: c's request gets what this load returns.
+	own := o.owner == c
+	if own {
+		defer func() { c.setOwn(o) }()
+	}
 	switch {
 	case o.stream != nil:
 		return m.pass(o.reason)
 	case o.err != nil || isServerError(o.status):
 		cp, ent, err := m.failed(o, stale, age)
-		o.stale = cp
+		if own && cp != nil {
+			served := *o // o may be shared: c's request gets a copy
+			served.stale = cp
+			o = &served
+		}
 		return cp, ent, err
 	case o.e == nil:
 		return m.pass(o.reason)
 	}
 	e := o.e
+	if !own && !sameVary(e, c.variant) {
+		return m.pass("vary-changed") // another request's variant, maybe
+	}
 	if c.variant != nil {
 		if !slices.Equal(e.vary, c.variant.vary) {
 			// The origin varies on other fields now: drop the record, so

@@ -91,6 +91,23 @@ func (m *Middleware) execute(ctx context.Context, c *call, prev *entry) *outcome
 	return o
 }
 
+// revalidation runs the handler for c's request conditionally on the
+// stored response prev of key, as execute does, sharing one run with the
+// other revalidations of key in this process: the core's load of a stale
+// response (in the background, or without Redis) and the requests that
+// revalidate it for themselves (revalidateFor). The run is a load of the
+// process-local core cache, under key; the outcome's owner is the call
+// whose run it was.
+func (m *Middleware) revalidation(ctx context.Context, c *call, key string, prev *entry) *outcome {
+	res, err := m.runs.Fetch(ctx, "revalidate:"+key, func(ctx context.Context, _ string) (*outcome, stampede.Entry, error) {
+		return m.execute(ctx, c, prev), stampede.Entry{NoStore: true}, nil
+	})
+	if err != nil { // ctx ended, or the middleware closed
+		return &outcome{owner: c, req: c.r, revalidation: true, err: err}
+	}
+	return res.Value
+}
+
 // run runs the handler once for c's request into a recorder, and
 // classifies the response. A HEAD runs as a GET, so that the stored entry
 // has the GET's body.

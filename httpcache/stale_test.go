@@ -3,6 +3,7 @@ package httpcache
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -193,4 +194,94 @@ func TestKeptResponseRevalidation(t *testing.T) {
 			require.Equal(t, tc.body, w.Body.String())
 		})
 	}
+}
+
+// RFC 5861 3: within stale-while-revalidate the stale response is served
+// at once while one run revalidates it in the background, with its
+// validators (RFC 9111 4.3.1); the 304 freshens it (RFC 9111 4.3.4).
+func TestStaleWhileRevalidateIsConditional(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	h := newOrigin("max-age=10, stale-while-revalidate=60", "etag", answer304("etag"))
+	s := newMW(t, rdb, Options{LocalBytes: -1}).Handler(h)
+	do(s, "GET", "/swr")
+	mr.FastForward(15 * time.Second)
+	w := do(s, "GET", "/swr")
+	require.Equal(t, "v1 body", w.Body.String())
+	require.Equal(t, "stampede; hit; ttl=-5; detail=stale-while-revalidate", status(w))
+	eventually(t, "the background revalidation is stored", func() bool {
+		return do(s, "GET", "/swr").Header().Get("X-From") == "run 2, a 304"
+	})
+	require.Equal(t, []string{"", `"v1"`}, h.validators())
+	w = do(s, "GET", "/swr")
+	require.True(t, strings.HasPrefix(status(w), "stampede; hit; ttl="), status(w))
+	require.Equal(t, "v1 body", w.Body.String())
+}
+
+// A stale copy served in place of a failed run is served as it is for
+// errorRetry; then it is served at once while one run retries in the
+// background, whose 304 freshens it.
+func TestStaleOnErrorRetriesInBackground(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	h := newOrigin("max-age=10, stale-if-error=600", "etag", func(w http.ResponseWriter, r *http.Request, n int64) {
+		if n == 2 {
+			respond(http.StatusServiceUnavailable, "busy")(w, r, n)
+			return
+		}
+		answer304("etag")(w, r, n)
+	})
+	s := newMW(t, rdb, Options{LocalBytes: -1}).Handler(h)
+	do(s, "GET", "/retry")
+	mr.FastForward(15 * time.Second)
+	require.Equal(t, "stampede; fwd=stale; fwd-status=503; ttl=-5; detail=stale-if-error", status(do(s, "GET", "/retry")))
+	require.Equal(t, "stampede; hit; ttl=-5; detail=stale-if-error", status(do(s, "GET", "/retry")))
+	require.EqualValues(t, 2, h.n.Load())
+
+	mr.FastForward(errorRetry)
+	w := do(s, "GET", "/retry")
+	require.Equal(t, "v1 body", w.Body.String())
+	require.Equal(t, "stampede; hit; ttl=-6; detail=stale-if-error", status(w), "served at once")
+	eventually(t, "the retry's 304 is stored", func() bool {
+		return do(s, "GET", "/retry").Header().Get("X-From") == "run 3, a 304"
+	})
+	require.Equal(t, []string{"", `"v1"`, `"v1"`}, h.validators())
+}
+
+// Without Redis nothing is kept past the stale windows, so the stale
+// window covers stale-if-error: a request past its freshness revalidates
+// with the core's background load sharing its run, and a failure is
+// answered with the stale response.
+func TestSingleProcessStaleIfError(t *testing.T) {
+	release := make(chan struct{})
+	h := &origin{}
+	h.fn = func(w http.ResponseWriter, r *http.Request, n int64) {
+		h.mu.Lock()
+		h.sent = append(h.sent, r.Header.Get("If-None-Match"))
+		h.mu.Unlock()
+		if n > 1 {
+			<-release
+			respond(http.StatusServiceUnavailable, "busy")(w, r, n)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=1, stale-if-error=60")
+		w.Header().Set("Etag", `"v1"`)
+		w.Header().Set("Date", time.Now().UTC().Format(http.TimeFormat))
+		fmt.Fprint(w, "v1 body")
+	}
+	s := newMW(t, nil, Options{}).Handler(h)
+	do(s, "GET", "/one")
+	time.Sleep(1100 * time.Millisecond) // past its freshness, by the process's clock
+
+	got := make(chan *httptest.ResponseRecorder, 1)
+	go func() { got <- do(s, "GET", "/one") }()
+	eventually(t, "the revalidation runs", func() bool { return h.n.Load() == 2 })
+	time.Sleep(100 * time.Millisecond) // the core's background load joins it
+	close(release)
+	w := <-got
+	require.Equal(t, "v1 body", w.Body.String())
+	// The core's load or this request ran it; the other waited for it.
+	require.Regexp(t, `^stampede; fwd=stale; fwd-status=503; ttl=-?[01](; collapsed)?; detail=stale-if-error$`, status(w))
+	require.Equal(t, []string{"", `"v1"`}, h.validators())
+	time.Sleep(100 * time.Millisecond) // the core's load stores the stale copy
+	require.Regexp(t, `^stampede; hit; ttl=-?[01]; detail=stale-if-error$`, status(do(s, "GET", "/one")))
+	require.EqualValues(t, 2, h.n.Load(), "one run for the request and the core's background load")
 }
