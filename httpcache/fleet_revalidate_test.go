@@ -18,7 +18,7 @@ import (
 // ageEntry makes the stored response for path look d older to every
 // server, by shortening how long Redis keeps it: the core reads freshness
 // and age from the remaining PTTL, by the Redis server's clock.
-func ageEntry(t *testing.T, rdb redis.UniversalClient, path string, d time.Duration) {
+func ageEntry(t testing.TB, rdb redis.UniversalClient, path string, d time.Duration) {
 	t.Helper()
 	key := "httpcache:{" + primaryKeyOf("http", "example.com", &url.URL{Path: path}) + "}"
 	ctx := context.Background()

@@ -54,10 +54,9 @@ func (c *call) load(ctx context.Context, key string, prev stampede.Prev[*entry])
 	case o.e == nil:
 		return m.pass(o.reason)
 	}
+	// The entry is the response to o.req, which is c.r unless the run was
+	// shared: a response that varies is stored under o.req's variant.
 	e := o.e
-	if !own && !sameVary(e, c.variant) {
-		return m.pass("vary-changed") // another request's variant, maybe
-	}
 	if c.variant != nil {
 		if !slices.Equal(e.vary, c.variant.vary) {
 			// The origin varies on other fields now: drop the record, so

@@ -49,7 +49,8 @@ type Options struct {
 	// the request goes to the handler, with the stored response's
 	// validators, and its answer (the stored body freshened by a 304, or
 	// the new response) is served; the requests that ask at the same time
-	// in one process share one run. The stored entry is left as it is.
+	// in one process share one run. The stored entry is left as it is,
+	// unless the cache is revalidating it meanwhile and shares that run.
 	// Default: false: like nginx and Varnish, the cache answers from a
 	// fresh stored response whatever the client asks, since a browser's
 	// reload (max-age=0) would otherwise reach the origin every time.
@@ -108,9 +109,11 @@ type Options struct {
 	LocalCapacity int
 
 	// ErrorHandler writes the response when there is no response to give:
-	// the handler panicked or wrote an incomplete response, or its run timed
-	// out. Default: 500 Internal Server Error, or 504 Gateway Timeout for
-	// timeouts, with the status text as body.
+	// the handler panicked (err is a *stampede.PanicError) or wrote an
+	// incomplete response, or its run timed out. Default: 500 Internal
+	// Server Error, or 504 Gateway Timeout for timeouts and for a stale
+	// response that must be revalidated and could not be
+	// (ErrRevalidationFailed, RFC 9111 4.2.4), with the status text as body.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 	// OnError receives errors no request sees: failed background refreshes,
 	// failed invalidations, undecodable entries. Default: nil.
