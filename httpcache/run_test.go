@@ -3,7 +3,9 @@ package httpcache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"testing"
 	"time"
@@ -58,4 +60,42 @@ func TestHandlerFailuresReachErrorHandler(t *testing.T) {
 			require.EqualValues(t, 2, h.n.Load(), "nothing stored")
 		})
 	}
+}
+
+// A response that turns into a stream goes on to its own client while the
+// handler writes on, and the request that waited for that run is let go at
+// once, to run the handler itself: it does not wait for the stream to end.
+func TestStreamLetsWaitersGo(t *testing.T) {
+	joined, release := make(chan struct{}), make(chan struct{})
+	h := &counter{fn: func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		if n > 1 {
+			fmt.Fprintf(w, "run %d", n)
+			return
+		}
+		fmt.Fprint(w, "streamed ")
+		<-joined
+		_ = http.NewResponseController(w).Flush() // a stream from here on
+		<-release
+		fmt.Fprint(w, "to the end")
+	}}
+	s := newMW(t, nil, Options{}).Handler(h)
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() { first <- do(s, "GET", "/s") }()
+	eventually(t, "the first run starts", func() bool { return h.n.Load() == 1 })
+	second := make(chan *httptest.ResponseRecorder, 1)
+	go func() { second <- do(s, "GET", "/s") }()
+	time.Sleep(100 * time.Millisecond) // the second request joins the run
+	close(joined)
+	select {
+	case w := <-second:
+		require.Equal(t, "run 2", w.Body.String())
+		require.Equal(t, "stampede; fwd=bypass; detail=hit-for-miss", status(w))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second request waits for the stream to end")
+	}
+	close(release)
+	w := <-first
+	require.Equal(t, "streamed to the end", w.Body.String())
+	require.Equal(t, "stampede; fwd=uri-miss; detail=streamed", status(w))
 }
