@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,69 +12,6 @@ import (
 
 	"github.com/stampede-go/stampede/internal/redistest"
 )
-
-// origin is a handler whose first run answers with a stored response,
-// fresh for 10 s, and whose later runs answer as second says. It records
-// the validators each run was sent.
-type origin struct {
-	counter
-	mu   sync.Mutex
-	sent []string // If-None-Match + If-Modified-Since of each run
-}
-
-const lastMod = "Sun, 01 Feb 2026 10:00:00 GMT"
-
-func newOrigin(cc, validator string, second func(w http.ResponseWriter, r *http.Request, n int64)) *origin {
-	o := &origin{}
-	o.fn = func(w http.ResponseWriter, r *http.Request, n int64) {
-		o.mu.Lock()
-		o.sent = append(o.sent, r.Header.Get("If-None-Match")+r.Header.Get("If-Modified-Since"))
-		o.mu.Unlock()
-		if n > 1 {
-			second(w, r, n)
-			return
-		}
-		w.Header().Set("Cache-Control", cc)
-		setValidator(w, validator)
-		w.Header().Set("X-From", "run 1")
-		fmt.Fprint(w, "v1 body")
-	}
-	return o
-}
-
-func setValidator(w http.ResponseWriter, validator string) {
-	switch validator {
-	case "etag":
-		w.Header().Set("Etag", `"v1"`)
-	case "last-modified":
-		w.Header().Set("Last-Modified", lastMod)
-	}
-}
-
-func (o *origin) validators() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]string(nil), o.sent...)
-}
-
-// answer304 answers 304 with the stored validator and a field of its own.
-func answer304(validator string) func(http.ResponseWriter, *http.Request, int64) {
-	return func(w http.ResponseWriter, r *http.Request, n int64) {
-		w.Header().Set("Cache-Control", "max-age=100")
-		setValidator(w, validator)
-		w.Header().Set("X-From", fmt.Sprintf("run %d, a 304", n))
-		w.WriteHeader(http.StatusNotModified)
-	}
-}
-
-func respond(status int, body string) func(http.ResponseWriter, *http.Request, int64) {
-	return func(w http.ResponseWriter, r *http.Request, n int64) {
-		w.Header().Set("Cache-Control", "max-age=100")
-		w.Header().Set("X-From", fmt.Sprintf("run %d", n))
-		w.WriteHeader(status)
-		fmt.Fprint(w, body)
-	}
-}
 
 // What becomes of a stored response (fresh for 10 s) requested past its
 // freshness, once the handler has answered its revalidation.
@@ -124,6 +60,10 @@ func TestKeptResponseRevalidation(t *testing.T) {
 			second: func(http.ResponseWriter, *http.Request, int64) { panic("origin down") },
 			code:   504, status: "stampede; fwd=stale; detail=must-revalidate", sent: `"v1"`},
 		{name: "RFC 9111 4.2.4: proxy-revalidate, no response", cc: "max-age=10, proxy-revalidate",
+			validator: "etag", past: 5 * time.Second,
+			second: func(http.ResponseWriter, *http.Request, int64) { panic("origin down") },
+			code:   504, status: "stampede; fwd=stale; detail=must-revalidate", sent: `"v1"`},
+		{name: `RFC 9111 4.2.4: no-cache="F", no response`, cc: `max-age=10, no-cache="X-A", stale-if-error=60`,
 			validator: "etag", past: 5 * time.Second,
 			second: func(http.ResponseWriter, *http.Request, int64) { panic("origin down") },
 			code:   504, status: "stampede; fwd=stale; detail=must-revalidate", sent: `"v1"`},
@@ -284,4 +224,38 @@ func TestSingleProcessStaleIfError(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the core's load stores the stale copy
 	require.Regexp(t, `^stampede; hit; ttl=-?[01]; detail=stale-if-error$`, status(do(s, "GET", "/one")))
 	require.EqualValues(t, 2, h.n.Load(), "one run for the request and the core's background load")
+}
+
+// A variant past its freshness is revalidated under its own key, with its
+// own validators, and the 304 freshens that variant only.
+func TestVariantRevalidation(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	h := &origin{}
+	h.fn = func(w http.ResponseWriter, r *http.Request, n int64) {
+		lang := r.Header.Get("Accept-Language")
+		h.mu.Lock()
+		h.sent = append(h.sent, r.Header.Get("If-None-Match"))
+		h.mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Etag", `"`+lang+`"`)
+		if r.Header.Get("If-None-Match") == `"`+lang+`"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprintf(w, "%s %d", lang, n)
+	}
+	s := newMW(t, rdb, Options{LocalBytes: -1}).Handler(h)
+	get := func(lang string) *httptest.ResponseRecorder { return do(s, "GET", "/v", "Accept-Language", lang) }
+	require.Equal(t, "en 1", get("en").Body.String())
+	require.Equal(t, "fr 2", get("fr").Body.String())
+	mr.FastForward(15 * time.Second)
+	w := get("fr")
+	require.Equal(t, "fr 2", w.Body.String())
+	require.Equal(t, "stampede; fwd=stale; fwd-status=304; stored", status(w))
+	require.Equal(t, []string{"", "", `"fr"`}, h.validators())
+	require.True(t, strings.HasPrefix(status(get("fr")), "stampede; hit"), "fr is fresh again")
+	w = get("en")
+	require.Equal(t, "stampede; fwd=stale; fwd-status=304; stored", status(w), "en is stale still")
+	require.Equal(t, "en 1", w.Body.String())
 }
