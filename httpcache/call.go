@@ -43,6 +43,13 @@ func (c *call) finish() *outcome {
 	return c.own
 }
 
+// streamed returns the stream c's own run turned into, if it did.
+func (c *call) streamed() *stream {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stream
+}
+
 // setOwn records o as the outcome of c's own handler run, for c's request
 // to serve when it is still waiting for it.
 func (c *call) setOwn(o *outcome) {

@@ -14,12 +14,12 @@ import (
 // Options.HonorRequestCacheControl), or e is stale past what may be served
 // as it is (fwd is fwdStale), which happens without Redis (see storage).
 // The run is shared with the other revalidations of key in this process
-// (see revalidation). Its response is served, not stored, unless the core
+// (see execute). Its response is served, not stored, unless the core
 // is revalidating the same response meanwhile: the core replaces a stored
 // response only through its own loads, which a fresh one does not get.
 func (m *Middleware) revalidateFor(w http.ResponseWriter, r *http.Request, c *call, key string, e *entry, age time.Duration, fwd string) {
 	c2 := &call{m: m, next: c.next, r: r, w: w, variant: c.variant, primary: c.primary}
-	o := m.revalidation(r.Context(), c2, key, e)
+	o := m.execute(r.Context(), c2, e, key)
 	c2.finish()
 	switch {
 	case o.stream != nil && o.owner == c2:

@@ -75,7 +75,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 	}
 	m.runs, err = stampede.New[*outcome](nil, stampede.Options{
 		Namespace:     opts.Namespace,
-		LoadTimeout:   opts.LoadTimeout + loadGrace,
+		LoadTimeout:   opts.LoadTimeout, // the runs' own deadline, before the core's (loadGrace)
 		NotFoundTTL:   -1,
 		LocalCapacity: -1,
 	})

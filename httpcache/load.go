@@ -28,12 +28,11 @@ func (c *call) load(ctx context.Context, key string, prev stampede.Prev[*entry])
 		// that shared this lookup look again (see lookup).
 		return &entry{kind: kindPass, reason: reasonRangeMiss}, stampede.Entry{NoStore: true}, nil
 	}
-	var o *outcome
+	runKey := "" // a run of its own, but for a revalidation
 	if stale != nil {
-		o = m.revalidation(ctx, c, key, stale)
-	} else {
-		o = m.execute(ctx, c, nil)
+		runKey = key
 	}
+	o := m.execute(ctx, c, stale, runKey)
 	// Another request's run, whose outcome this load shares, is not c's
 	// request's own answer: c's request gets what this load returns.
 	own := o.owner == c

@@ -70,71 +70,62 @@ var conditionalFields = []string{"If-None-Match", "If-Modified-Since", "If-Match
 // execute runs the handler for c's request, conditionally on prev, the
 // stored response it revalidates, when set. A 304 that does not select prev
 // (RFC 9111 4.3.4) cannot be used: the request is then made again without
-// conditions. The run times out after Options.LoadTimeout, before the
-// core's deadline, so that its loader can still answer for it.
-func (m *Middleware) execute(ctx context.Context, c *call, prev *entry) *outcome {
-	ctx, cancel := context.WithTimeout(ctx, m.opts.LoadTimeout)
-	defer cancel()
-	o := m.run(ctx, c, prev)
+// conditions. The runs time out after Options.LoadTimeout in all, before
+// the core's deadline, so that the loader can still answer for them.
+//
+// A revalidation (key set) shares its run with the other revalidations of
+// key in this process: the core's load of a stale response (in the
+// background, or without Redis) and the requests that revalidate it for
+// themselves (revalidateFor). The outcome's owner is the call whose run
+// it was; outcomes are shared, and never modified.
+func (m *Middleware) execute(ctx context.Context, c *call, prev *entry, key string) *outcome {
+	if key != "" {
+		key = "revalidate:" + key
+	}
+	deadline := time.Now().Add(m.opts.LoadTimeout)
+	o := m.run(ctx, c, prev, prev != nil, key)
 	if o.status == http.StatusNotModified && prev != nil && !o.validated && o.err == nil {
-		o = m.run(ctx, c, nil)
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		o = m.run(ctx, c, nil, true, key)
 	}
-	o.revalidation = prev != nil
-	if o.e != nil && prev != nil {
-		o.e.fetch, o.e.fwdStatus = fetchRevalidated, o.fwdStatus()
-	}
-	c.mu.Lock()
-	if o.err == nil && o.status == 0 { // became a stream
-		o.stream, o.reason = c.stream, c.stream.reason
-	}
-	c.mu.Unlock()
 	return o
 }
 
-// revalidation runs the handler for c's request conditionally on the
-// stored response prev of key, as execute does, sharing one run with the
-// other revalidations of key in this process: the core's load of a stale
-// response (in the background, or without Redis) and the requests that
-// revalidate it for themselves (revalidateFor). The run is a load of the
-// process-local core cache, under key; the outcome's owner is the call
-// whose run it was.
-func (m *Middleware) revalidation(ctx context.Context, c *call, key string, prev *entry) *outcome {
-	res, err := m.runs.Fetch(ctx, "revalidate:"+key, func(ctx context.Context, _ string) (*outcome, stampede.Entry, error) {
-		return m.execute(ctx, c, prev), stampede.Entry{NoStore: true}, nil
-	})
-	if err != nil { // ctx ended, or the middleware closed
-		return &outcome{owner: c, req: c.r, revalidation: true, err: err}
-	}
-	return res.Value
-}
-
-// run runs the handler once for c's request into a recorder, and
-// classifies the response. A HEAD runs as a GET, so that the stored entry
-// has the GET's body.
+// run runs the handler once for c's request into a recorder, made
+// conditional on cond when set, and classifies the response. revalidation
+// says the run revalidates a stored response. A HEAD runs as a GET, so that
+// the stored entry has the GET's body.
 //
-// The run is a loader of m.runs, the process-local core cache kept for
-// this: the core runs it on a goroutine of its own and turns a panic into
-// a *stampede.PanicError, and runtime.Goexit into an error. run waits for
-// it until ctx ends, or until the response turns into a stream: then run
-// returns at once, handing the stream to its owner's request, while the
-// handler writes on. The handler's context has ctx's values and ends with
-// ctx, or, once streaming, with the owner's request.
-func (m *Middleware) run(ctx context.Context, c *call, prev *entry) *outcome {
-	hctx, relink, stop := detachFrom(ctx, c.r.Context())
-	r2 := c.r.Clone(hctx)
-	r2.Method = http.MethodGet
-	r2.Body = http.NoBody
-	r2.ContentLength = 0
-	for _, f := range conditionalFields {
-		delete(r2.Header, f)
-	}
-	if prev != nil && !addValidators(r2.Header, prev, time.Now()) {
-		prev = nil
+// The run is a load of m.runs, the process-local core cache kept for this,
+// under key, or a key of its own when key is "": a caller finding a run
+// in progress under key shares its outcome. The core runs the handler on a
+// goroutine of its own, on a context with ctx's values detached from its
+// callers that ends after Options.LoadTimeout, and turns a panic into a
+// *stampede.PanicError, and runtime.Goexit into an error. run waits for it
+// until ctx ends, or until the response turns into a stream: then it
+// returns at once, handing the stream to c's request while the handler
+// writes on, its context now ending with that request; the callers sharing
+// the run learn of the stream when it ends.
+func (m *Middleware) run(ctx context.Context, c *call, cond *entry, revalidation bool, key string) *outcome {
+	if key == "" {
+		key = m.runKey()
 	}
 	wctx, leave := context.WithCancel(ctx)
 	defer leave()
-	rec := newRecorder(c, m.opts.MaxBodySize, relink, leave)
-	res, err := m.runs.Fetch(wctx, m.runKey(), func(context.Context, string) (o *outcome, _ stampede.Entry, _ error) {
+	res, err := m.runs.Fetch(wctx, key, func(lctx context.Context, _ string) (o *outcome, _ stampede.Entry, _ error) {
+		hctx, relink, stop := detachFrom(lctx, c.r.Context())
+		r2 := c.r.Clone(hctx)
+		r2.Method = http.MethodGet
+		r2.Body = http.NoBody
+		r2.ContentLength = 0
+		for _, f := range conditionalFields {
+			delete(r2.Header, f)
+		}
+		if cond != nil && !addValidators(r2.Header, cond, time.Now()) {
+			cond = nil
+		}
+		rec := newRecorder(c, m.opts.MaxBodySize, relink, leave)
 		returned := false
 		defer func() {
 			// Not a catcher: a panic or Goexit goes on to the core. This
@@ -148,18 +139,21 @@ func (m *Middleware) run(ctx context.Context, c *call, prev *entry) *outcome {
 		}()
 		c.next.ServeHTTP(rec, r2)
 		returned = true
-		return m.recorded(hctx, r2, rec, prev), stampede.Entry{NoStore: true}, nil
+		o = m.recorded(hctx, r2, rec, cond)
+		o.revalidation = revalidation
+		if o.e != nil && revalidation {
+			o.e.fetch, o.e.fwdStatus = fetchRevalidated, o.fwdStatus()
+		}
+		return o, stampede.Entry{NoStore: true}, nil
 	})
-	select {
-	case <-rec.streaming:
-		return &outcome{owner: c, req: c.r}
-	default:
+	if st := c.streamed(); st != nil && (err != nil || res.Value.owner == c) {
+		return &outcome{owner: c, req: c.r, revalidation: revalidation, stream: st, reason: st.reason}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
 		}
-		return &outcome{owner: c, req: c.r, err: err}
+		return &outcome{owner: c, req: c.r, revalidation: revalidation, err: err}
 	}
 	return res.Value
 }
@@ -177,7 +171,8 @@ func (m *Middleware) runKey() string {
 // recorded by rec for the request r2, made conditional on prev when set.
 func (m *Middleware) recorded(hctx context.Context, r2 *http.Request, rec *recorder, prev *entry) *outcome {
 	o := &outcome{owner: rec.owner, req: rec.owner.r}
-	if rec.pw != nil { // a stream: nobody waits for this outcome
+	if rec.pw != nil { // a stream, of rec.owner's request only
+		o.stream, o.reason = rec.owner.streamed(), rec.reason
 		return o
 	}
 	if err := context.Cause(hctx); err != nil {
