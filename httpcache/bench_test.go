@@ -81,10 +81,11 @@ func BenchmarkMiss(b *testing.B) {
 	}
 }
 
-// BenchmarkRevalidate304 is the revalidation path: a stored response the
-// request will not take as it is (Cache-Control: no-cache, honoured), sent
-// to the handler with its validators; the handler answers 304, which
-// freshens the stored response, and that is written out.
+// BenchmarkRevalidate304 is a request's own revalidation, in one process: a
+// stored response the request will not take as it is (Cache-Control:
+// no-cache, honoured), sent to the handler with its validators; the handler
+// answers 304, which freshens the stored response, and that is written out
+// (not stored). The fleet's revalidation is BenchmarkRedisStale304.
 func BenchmarkRevalidate304(b *testing.B) {
 	m := newMW(b, nil, Options{HonorRequestCacheControl: true})
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
