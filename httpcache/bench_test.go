@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/stampede-go/stampede/internal/redistest"
 )
 
 var benchBody = strings.Repeat("x", 4096)
@@ -78,10 +81,11 @@ func BenchmarkMiss(b *testing.B) {
 	}
 }
 
-// BenchmarkRevalidate304 is the revalidation path: a stored response the
-// request will not take as it is (Cache-Control: no-cache, honoured), sent
-// to the handler with its validators; the handler answers 304, which
-// freshens the stored response, and that is written out.
+// BenchmarkRevalidate304 is a request's own revalidation, in one process: a
+// stored response the request will not take as it is (Cache-Control:
+// no-cache, honoured), sent to the handler with its validators; the handler
+// answers 304, which freshens the stored response, and that is written out
+// (not stored). The fleet's revalidation is BenchmarkRedisStale304.
 func BenchmarkRevalidate304(b *testing.B) {
 	m := newMW(b, nil, Options{HonorRequestCacheControl: true})
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -115,4 +119,79 @@ func BenchmarkRangeHit(b *testing.B) {
 	for b.Loop() {
 		h.ServeHTTP(&discard{h: make(http.Header, 8)}, r)
 	}
+}
+
+// The Redis path, one process with no responses kept in its memory, so that
+// every request reaches Redis: a hit; a full miss (the lease, the run, the
+// fenced fill); and the revalidation of a stored response past its
+// freshness, a run with If-None-Match whose 304 freshens it through the
+// same lease and fill. Before Options.Keep a response past its freshness
+// was gone, and that request was a full miss. On the embedded Redis
+// (miniredis, whose Lua is slow) and on a redis-server.
+
+// etagHandler answers If-None-Match "v1" with a 304, anything else with the
+// whole 4 KB response, fresh for a minute.
+func etagHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, benchBody)
+	})
+}
+
+// benchRedis runs fn on each backend; age makes the stored response of
+// path look d older.
+func benchRedis(b *testing.B, fn func(b *testing.B, h http.Handler, age func(path string, d time.Duration))) {
+	b.Run("miniredis", func(b *testing.B) {
+		mr, rdb := redistest.Mini(b)
+		h := newMW(b, rdb, Options{LocalCapacity: -1}).Handler(etagHandler())
+		fn(b, h, func(string, time.Duration) { mr.FastForward(61 * time.Second) })
+	})
+	b.Run("redis", func(b *testing.B) {
+		rdb := redistest.Start(b).Client(b)
+		h := newMW(b, rdb, Options{LocalCapacity: -1}).Handler(etagHandler())
+		fn(b, h, func(path string, d time.Duration) { ageEntry(b, rdb, path, d) })
+	})
+}
+
+func BenchmarkRedisHit(b *testing.B) {
+	benchRedis(b, func(b *testing.B, h http.Handler, _ func(string, time.Duration)) {
+		do(h, "GET", "/bench")
+		r := httptest.NewRequest("GET", "/bench", nil)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			h.ServeHTTP(&discard{h: make(http.Header, 8)}, r)
+		}
+	})
+}
+
+func BenchmarkRedisMiss(b *testing.B) {
+	benchRedis(b, func(b *testing.B, h http.Handler, _ func(string, time.Duration)) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			r := httptest.NewRequest("GET", "/bench?i="+strconv.Itoa(i), nil)
+			h.ServeHTTP(&discard{h: make(http.Header, 8)}, r)
+		}
+	})
+}
+
+func BenchmarkRedisStale304(b *testing.B) {
+	benchRedis(b, func(b *testing.B, h http.Handler, age func(string, time.Duration)) {
+		do(h, "GET", "/bench")
+		r := httptest.NewRequest("GET", "/bench", nil)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			age("/bench", 61*time.Second) // past its freshness
+			b.StartTimer()
+			h.ServeHTTP(&discard{h: make(http.Header, 8)}, r)
+		}
+	})
 }

@@ -6,6 +6,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stampede-go/stampede"
+	"github.com/stretchr/testify/require"
 )
 
 // Cache-Status (RFC 9211) names the cache and says what happened: hit, or
@@ -89,6 +92,25 @@ func TestCacheStatusCollapsed(t *testing.T) {
 	}
 	if collapsed != 3 || h.n.Load() != 1 {
 		t.Fatalf("%d collapsed, %d runs", collapsed, h.n.Load())
+	}
+}
+
+// RFC 9211 2.6: collapsed says the request waited for another request's
+// run, here or on another server: not that it shared another's read.
+func TestCollapsed(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		res     stampede.Result[*entry]
+		elapsed time.Duration
+		want    bool
+	}{
+		{"shared this process's run", stampede.Result[*entry]{Source: stampede.SourceLoader, Waited: true}, time.Millisecond, true},
+		{"stored by another server while it waited", stampede.Result[*entry]{Source: stampede.SourceRedis, Waited: true, Age: time.Millisecond}, 50 * time.Millisecond, true},
+		{"shared a read of an older response", stampede.Result[*entry]{Source: stampede.SourceRedis, Waited: true, Age: 5 * time.Second}, time.Millisecond, false},
+		{"shared a memory hit", stampede.Result[*entry]{Source: stampede.SourceLocal, Waited: true, Age: time.Second}, time.Millisecond, false},
+		{"a hit of a response stored just before", stampede.Result[*entry]{Source: stampede.SourceRedis}, 50 * time.Millisecond, false},
+	} {
+		require.Equal(t, tc.want, collapsed(tc.res, tc.elapsed), tc.name)
 	}
 }
 

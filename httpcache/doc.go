@@ -17,10 +17,19 @@
 // requests without permission, vary on everything or are too big are never
 // stored, and the requests that waited for one run the handler themselves.
 //
-// Conditional requests from clients are answered from stored responses; a
-// stored response is revalidated with its validators when this package runs
-// the handler for it, and a 304 freshens it (RFC 9111 4.3.4). A single byte
-// range is served from a stored response; 1xx responses such as 103 Early
-// Hints reach the client whose request runs the handler. Every response
-// carries Cache-Status (RFC 9211); every cached one carries Age.
+// A stored response with a validator is kept past its freshness
+// (Options.Keep) and revalidated once across the fleet: one handler run with
+// If-None-Match or If-Modified-Since, whose 304 freshens it for every server
+// (RFC 9111 4.3.4). A revalidation that fails is answered with the stale
+// response where stale-if-error or StaleOnError allow it, and with a 504
+// for must-revalidate (RFC 9111 4.2.4). Conditional requests from clients
+// are answered from stored responses. A single byte range is served from a
+// stored response; 1xx responses such as 103 Early Hints reach the client
+// whose request runs the handler. Every response carries Cache-Status (RFC
+// 9211), collapsed for the requests that waited for another's run, on any
+// server; every cached one carries Age.
+//
+// Every handler run whose response is recorded is a loader of the core
+// cache: the core's single-flight, lease, detached context and panic
+// catching apply to it.
 package httpcache

@@ -1,9 +1,6 @@
 package httpcache
 
 import (
-	"encoding/binary"
-	"errors"
-	"fmt"
 	"net/http"
 	"time"
 )
@@ -48,191 +45,68 @@ type entry struct {
 
 	// reason says why a response was not stored (kindPass).
 	reason string
+
+	// fetch and fwdStatus say how the handler run that produced this
+	// entry went, for the requests that waited for that run (RFC 9211
+	// fwd, fwd-status; see runStatus). fwdStatus is 0 for fetchMiss.
+	fetch     fetchKind
+	fwdStatus int
 }
 
-// codec is the binary encoding of entries in Redis:
-//
-//	byte     format version (1)
-//	byte     kind
-//	uvarint  status (at most 999), initialAge ms, life ms, swr ms, sie ms
-//	         (each at most maxLifetime)
-//	string   gen, reason        (uvarint length + bytes)
-//	uvarint  number of vary names, then each name as a string
-//	uvarint  number of header fields, then for each: name, number of values, values
-//	rest     body
-type codec struct{}
+// runStatus is the status the handler answered the run that produced e
+// with: e's own status after a miss or a revalidation answered in full,
+// 304 when a 304 freshened it, and for a stale copy served in place of a
+// failed run, that run's status (0 when there was no response).
+func (e *entry) runStatus() int {
+	if e.fetch == fetchMiss {
+		return e.status
+	}
+	return e.fwdStatus
+}
 
-const codecVersion = 1
+// fetchKind says what the handler run that produced an entry was.
+type fetchKind uint8
 
-var errBadEntry = errors.New("httpcache: malformed entry")
+const (
+	fetchMiss        fetchKind = iota // a run for a key with nothing stored
+	fetchRevalidated                  // a run that revalidated a stored response
+	fetchFailed                       // a revalidation that failed: the entry is the stale copy served in place of its response
+)
 
-// Marshal encodes an entry. It refuses, with an error, any entry Unmarshal
-// would not return unchanged: classify never makes one, and writing one
-// would leave every other server a miss on every request.
-func (codec) Marshal(v any) ([]byte, error) {
+// bytes is the size of e's body and strings: header names and values,
+// Vary names, gen and reason.
+func (e *entry) bytes() int {
+	n := len(e.body) + len(e.gen) + len(e.reason)
+	for _, s := range e.vary {
+		n += len(s)
+	}
+	for k, vs := range e.header {
+		n += len(k)
+		for _, s := range vs {
+			n += len(s)
+		}
+	}
+	return n
+}
+
+// values is the number of header field values in e.
+func (e *entry) values() int {
+	n := 0
+	for _, vs := range e.header {
+		n += len(vs)
+	}
+	return n
+}
+
+// entryOverhead is what an entry takes in memory besides its bytes: the
+// struct, the header map and the slices, roughly.
+const entryOverhead = 512
+
+// entryCost is what an entry counts for against Options.LocalBytes.
+func entryCost(v any) int64 {
 	e, ok := v.(*entry)
 	if !ok || e == nil {
-		return nil, fmt.Errorf("httpcache: cannot encode %T", v)
+		return entryOverhead
 	}
-	if err := e.check(); err != nil {
-		return nil, err
-	}
-	n := 32 + len(e.body) + len(e.gen) + len(e.reason)
-	for k, vs := range e.header {
-		n += len(k) + 2
-		for _, s := range vs {
-			n += len(s) + 2
-		}
-	}
-	b := make([]byte, 0, n)
-	b = append(b, codecVersion, byte(e.kind))
-	for _, u := range []int64{int64(e.status), e.initialAge.Milliseconds(), e.life.Milliseconds(),
-		e.swr.Milliseconds(), e.sie.Milliseconds()} {
-		b = binary.AppendUvarint(b, uint64(u))
-	}
-	b = appendString(b, e.gen)
-	b = appendString(b, e.reason)
-	b = binary.AppendUvarint(b, uint64(len(e.vary)))
-	for _, s := range e.vary {
-		b = appendString(b, s)
-	}
-	b = binary.AppendUvarint(b, uint64(len(e.header)))
-	for k, vs := range e.header {
-		b = appendString(b, k)
-		b = binary.AppendUvarint(b, uint64(len(vs)))
-		for _, s := range vs {
-			b = appendString(b, s)
-		}
-	}
-	return append(b, e.body...), nil
-}
-
-// check reports why e cannot be encoded: a kind, status or duration
-// outside what the format holds, or a duration finer than a millisecond.
-func (e *entry) check() error {
-	if e.kind < kindResponse || e.kind > kindPass {
-		return fmt.Errorf("httpcache: cannot encode an entry of kind %d", e.kind)
-	}
-	if e.status < 0 || e.status > maxStatus {
-		return fmt.Errorf("httpcache: cannot encode status %d", e.status)
-	}
-	for _, d := range []time.Duration{e.initialAge, e.life, e.swr, e.sie} {
-		if d < 0 || d > maxLifetime || d%time.Millisecond != 0 {
-			return fmt.Errorf("httpcache: cannot encode duration %v: not whole milliseconds within [0, %v]", d, maxLifetime)
-		}
-	}
-	return nil
-}
-
-// maxStatus is the largest status code (RFC 9110 15: three digits).
-const maxStatus = 999
-
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-func (codec) Unmarshal(data []byte, v any) error {
-	p, ok := v.(**entry)
-	if !ok {
-		return fmt.Errorf("httpcache: cannot decode into %T", v)
-	}
-	d := decoder{b: data}
-	if d.byte() != codecVersion {
-		return errBadEntry
-	}
-	e := &entry{kind: kind(d.byte())}
-	if e.kind < kindResponse || e.kind > kindPass {
-		return errBadEntry
-	}
-	if status := d.uvarint(); status <= maxStatus {
-		e.status = int(status)
-	} else {
-		return errBadEntry
-	}
-	e.initialAge = d.millis()
-	e.life = d.millis()
-	e.swr = d.millis()
-	e.sie = d.millis()
-	e.gen = d.string()
-	e.reason = d.string()
-	if n := d.count(); n > 0 {
-		e.vary = make([]string, n)
-		for i := range e.vary {
-			e.vary[i] = d.string()
-		}
-	}
-	nh := d.count()
-	e.header = make(http.Header, nh)
-	for range nh {
-		k := d.string()
-		vs := make([]string, d.count())
-		for i := range vs {
-			vs[i] = d.string()
-		}
-		// A full slice expression: a caller appending to one entry's
-		// values must reallocate rather than write into shared memory.
-		e.header[k] = vs[:len(vs):len(vs)]
-	}
-	if d.err {
-		return errBadEntry
-	}
-	e.body = d.b
-	*p = e
-	return nil
-}
-
-// decoder reads the encoding above; any overrun sets err instead of
-// panicking.
-type decoder struct {
-	b   []byte
-	err bool
-}
-
-func (d *decoder) byte() byte {
-	if len(d.b) == 0 {
-		d.err = true
-		return 0
-	}
-	c := d.b[0]
-	d.b = d.b[1:]
-	return c
-}
-
-func (d *decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = true
-		d.b = nil
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) millis() time.Duration {
-	v := d.uvarint()
-	if v > uint64(maxLifetime/time.Millisecond) {
-		d.err = true
-		return 0
-	}
-	return time.Duration(v) * time.Millisecond
-}
-
-// count reads a length that must fit in what is left.
-func (d *decoder) count() int {
-	v := d.uvarint()
-	if v > uint64(len(d.b)) {
-		d.err = true
-		d.b = nil
-		return 0
-	}
-	return int(v)
-}
-
-func (d *decoder) string() string {
-	n := d.count()
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
+	return int64(entryOverhead + e.bytes())
 }

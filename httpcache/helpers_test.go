@@ -2,10 +2,12 @@ package httpcache
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,3 +107,66 @@ func hasDetail(cs, want string) bool { return strings.Contains(cs, "detail="+wan
 type redisClient = redis.Client
 
 func newRedisClient(addr string) *redis.Client { return redis.NewClient(&redis.Options{Addr: addr}) }
+
+// origin is a handler whose first run answers with a stored response,
+// fresh for 10 s, and whose later runs answer as second says. It records
+// the validators each run was sent.
+type origin struct {
+	counter
+	mu   sync.Mutex
+	sent []string // If-None-Match + If-Modified-Since of each run
+}
+
+const lastMod = "Sun, 01 Feb 2026 10:00:00 GMT"
+
+func newOrigin(cc, validator string, second func(w http.ResponseWriter, r *http.Request, n int64)) *origin {
+	o := &origin{}
+	o.fn = func(w http.ResponseWriter, r *http.Request, n int64) {
+		o.mu.Lock()
+		o.sent = append(o.sent, r.Header.Get("If-None-Match")+r.Header.Get("If-Modified-Since"))
+		o.mu.Unlock()
+		if n > 1 {
+			second(w, r, n)
+			return
+		}
+		w.Header().Set("Cache-Control", cc)
+		setValidator(w, validator)
+		w.Header().Set("X-From", "run 1")
+		fmt.Fprint(w, "v1 body")
+	}
+	return o
+}
+
+func setValidator(w http.ResponseWriter, validator string) {
+	switch validator {
+	case "etag":
+		w.Header().Set("Etag", `"v1"`)
+	case "last-modified":
+		w.Header().Set("Last-Modified", lastMod)
+	}
+}
+
+func (o *origin) validators() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.sent...)
+}
+
+// answer304 answers 304 with the stored validator and a field of its own.
+func answer304(validator string) func(http.ResponseWriter, *http.Request, int64) {
+	return func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=100")
+		setValidator(w, validator)
+		w.Header().Set("X-From", fmt.Sprintf("run %d, a 304", n))
+		w.WriteHeader(http.StatusNotModified)
+	}
+}
+
+func respond(status int, body string) func(http.ResponseWriter, *http.Request, int64) {
+	return func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Cache-Control", "max-age=100")
+		w.Header().Set("X-From", fmt.Sprintf("run %d", n))
+		w.WriteHeader(status)
+		fmt.Fprint(w, body)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -23,7 +25,13 @@ type Middleware struct {
 	statuses   map[int]bool
 	targets    []string // the target list of RFC 9213, canonical names
 	statusName string   // the cache's identifier in Cache-Status
-	flight     flight
+	shared     bool     // there is a Redis: entries are kept past their stale window
+	// runs is a process-local core cache that every handler run whose
+	// response is recorded goes through as a loader (see run): the core
+	// catches its panics and lets its caller leave when the response
+	// turns into a stream. It stores nothing.
+	runs   *stampede.Cache[*outcome]
+	runSeq atomic.Uint64 // numbers the runs (runKey)
 
 	closeCtx context.Context // cancelled by Close
 	closeFn  context.CancelFunc
@@ -39,7 +47,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 	}
 	opts.setDefaults()
 	m := &Middleware{opts: opts, statuses: make(map[int]bool, len(opts.CacheableStatuses)),
-		statusName: statusName(opts.CacheStatusName)}
+		statusName: statusName(opts.CacheStatusName), shared: rdb != nil}
 	for _, s := range opts.CacheableStatuses {
 		m.statuses[s] = true
 	}
@@ -52,15 +60,27 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 		Recheck:         opts.Recheck,
 		WaitTimeout:     opts.WaitTimeout,
 		OnWaitTimeout:   stampede.WaitLoadLocally,
-		LoadTimeout:     opts.LoadTimeout,
+		LoadTimeout:     opts.LoadTimeout + loadGrace,
 		NotFoundTTL:     -1,
 		LocalCapacity:   opts.LocalCapacity,
+		LocalMaxCost:    max(opts.LocalBytes, 0),
+		LocalCost:       entryCost,
 		LocalTTL:        opts.LocalTTL,
 		BreakerCooldown: opts.BreakerCooldown,
 		Codec:           codec{},
 		Observer:        errorsTo(opts.OnError),
 	})
 	if err != nil {
+		return nil, err
+	}
+	m.runs, err = stampede.New[*outcome](nil, stampede.Options{
+		Namespace:     opts.Namespace,
+		LoadTimeout:   opts.LoadTimeout, // the runs' own deadline, before the core's (loadGrace)
+		NotFoundTTL:   -1,
+		LocalCapacity: -1,
+	})
+	if err != nil {
+		_ = c.Close()
 		return nil, err
 	}
 	m.cache = c
@@ -72,7 +92,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 // passed to the handler uncached.
 func (m *Middleware) Close() error {
 	m.closeFn()
-	return m.cache.Close()
+	return errors.Join(m.cache.Close(), m.runs.Close())
 }
 
 // Stats returns the core cache's counters.
@@ -123,6 +143,11 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	m.lookup(w, r, c, primaryKey(r))
 }
 
+// maxRangeRetries bounds how many times a request looks again after
+// sharing the lookup of a range request that found nothing stored: each
+// time, another range request arrived first and led the lookup.
+const maxRangeRetries = 3
+
 // bypassReason says why a GET or HEAD request is not answered from, nor
 // stored in, the cache; "" when it may be.
 func bypassReason(r *http.Request) string {
@@ -171,13 +196,14 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 		m.bypass(w, r, c.next, "closed")
 		return
 	}
-	res, err := m.cache.Fetch(r.Context(), key, c.load)
+	start := time.Now()
+	res, err := m.cache.FetchPrev(r.Context(), key, c.load)
 	// The request's own run is what it serves when the core ran it for
 	// this request. A run the core started in the background after serving
 	// a stored copy (a refresh) is not this request's answer.
 	if own := c.finish(); own != nil {
 		if err != nil || res.Source == stampede.SourceLoader {
-			m.serveOwn(w, r, c, own, err == nil && res.Stored)
+			m.serveOwn(w, r, c, own, err == nil && res.Stored, err)
 			return
 		}
 		if own.stream != nil {
@@ -189,7 +215,7 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 			m.bypass(w, r, c.next, "closed")
 			return
 		}
-		m.serveError(w, r, err, true, c.missFwd())
+		m.serveError(w, r, err, res.Waited, c.errorFwd(err))
 		return
 	}
 	e := res.Value
@@ -200,15 +226,16 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 			return
 		}
 		switch {
-		case res.Source == stampede.SourceLoader && c.tookRangeMiss():
-			// Nothing stored for this range request: the handler answers
-			// the range itself, as without a cache.
+		case c.rng:
+			// Nothing stored for this range request, or for the one whose
+			// lookup it shared: the handler answers the range itself, as
+			// without a cache.
 			m.forward(w, r, c.next, cacheStatus{fwd: c.missFwd(), detail: "range"})
-		case !c.retry:
+		case c.retries < maxRangeRetries:
 			// This request shared the lookup of a range request that found
 			// nothing: look again, and lead the fill or join it.
 			m.lookup(w, r, &call{m: m, next: c.next, r: r, w: w, variant: c.variant, primary: c.primary,
-				rng: c.rng, retry: true}, key)
+				retries: c.retries + 1}, key)
 		default:
 			m.bypass(w, r, c.next, reasonRangeMiss)
 		}
@@ -220,7 +247,7 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 		vc := &call{m: m, next: c.next, r: r, w: w, variant: e, primary: key, rng: c.rng}
 		m.lookup(w, r, vc, variantKey(key, e.gen, e.vary, r))
 	default:
-		m.serveResult(w, r, c, key, res)
+		m.serveResult(w, r, c, key, res, start)
 	}
 }
 

@@ -49,7 +49,8 @@ type Options struct {
 	// the request goes to the handler, with the stored response's
 	// validators, and its answer (the stored body freshened by a 304, or
 	// the new response) is served; the requests that ask at the same time
-	// in one process share one run. The stored entry is left as it is.
+	// in one process share one run. The stored entry is left as it is,
+	// unless the cache is revalidating it meanwhile and shares that run.
 	// Default: false: like nginx and Varnish, the cache answers from a
 	// fresh stored response whatever the client asks, since a browser's
 	// reload (max-age=0) would otherwise reach the origin every time.
@@ -77,19 +78,42 @@ type Options struct {
 	// "stampede".
 	CacheStatusName string
 
-	// LockTTL, Recheck, WaitTimeout, LoadTimeout, LocalTTL and
-	// BreakerCooldown are passed to the core cache; see stampede.Options.
-	// LoadTimeout bounds a handler run whose response is being recorded.
-	LockTTL, Recheck, WaitTimeout, LoadTimeout, LocalTTL, BreakerCooldown time.Duration
-	// LocalCapacity is the number of responses each process keeps in memory
-	// (the core's L1). Memory use is bounded by LocalCapacity × MaxBodySize.
-	// Default: 1,000. Negative: none.
+	// Keep is how long past its freshness a stored response with a
+	// validator (ETag or Last-Modified) stays in Redis for conditional
+	// revalidation (RFC 9111 4.3.1), never served as it is meanwhile: a
+	// request for it waits while one handler run across the fleet sends its
+	// validators (If-None-Match, If-Modified-Since), and a 304 freshens it
+	// (RFC 9111 4.3.4) instead of the whole response being sent again.
+	// Responses are kept for their stale-if-error and StaleOnError windows
+	// too, validator or not. Redis holds such responses that much longer.
+	// It needs Redis: a single process (rdb nil) keeps nothing past the
+	// stale windows. Default: 10 minutes. Negative: none.
+	Keep time.Duration
+
+	// LoadTimeout bounds a handler run whose response is being recorded;
+	// then the run fails (504 Gateway Timeout, or the stale copy where
+	// allowed). Default: 30 seconds.
+	LoadTimeout time.Duration
+	// LockTTL, Recheck, WaitTimeout, LocalTTL and BreakerCooldown are
+	// passed to the core cache; see stampede.Options.
+	LockTTL, Recheck, WaitTimeout, LocalTTL, BreakerCooldown time.Duration
+	// LocalBytes bounds the memory each process gives to the responses it
+	// keeps (the core's L1, in front of Redis): their bodies and header
+	// fields, plus 512 bytes each for the rest. A response larger than all
+	// of it is read from Redis every time. Default: 64 MiB. Negative: no
+	// responses are kept in memory.
+	LocalBytes int64
+	// LocalCapacity is about how many responses LocalBytes is expected to
+	// hold: it sizes the in-process cache's admission counters, not its
+	// bound. Default: 10,000. Negative: no responses are kept in memory.
 	LocalCapacity int
 
 	// ErrorHandler writes the response when there is no response to give:
-	// the handler panicked or wrote an incomplete response, or its run timed
-	// out. Default: 500 Internal Server Error, or 504 Gateway Timeout for
-	// timeouts, with the status text as body.
+	// the handler panicked (err is a *stampede.PanicError) or wrote an
+	// incomplete response, or its run timed out. Default: 500 Internal
+	// Server Error, or 504 Gateway Timeout for timeouts and for a stale
+	// response that must be revalidated and could not be
+	// (ErrRevalidationFailed, RFC 9111 4.2.4), with the status text as body.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 	// OnError receives errors no request sees: failed background refreshes,
 	// failed invalidations, undecodable entries. Default: nil.
@@ -100,9 +124,16 @@ const (
 	defaultNamespace     = "httpcache"
 	defaultMaxBodySize   = 1 << 20
 	defaultHitForMissTTL = 10 * time.Second
-	defaultLocalCapacity = 1000
+	defaultKeep          = 10 * time.Minute
+	defaultLoadTimeout   = 30 * time.Second
+	defaultLocalBytes    = 64 << 20
+	defaultLocalCapacity = 10_000
 	defaultStatusName    = "stampede"
 	invalidateTimeout    = 5 * time.Second
+	// loadGrace is how much longer than LoadTimeout the core gives a
+	// load: the run times out first, so that its loader still answers for
+	// it, with the stale copy where allowed.
+	loadGrace = time.Second
 )
 
 // validate reports the first field of o that makes no sense, wrapping
@@ -112,8 +143,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("%w: "+format, append([]any{stampede.ErrInvalidOptions}, a...)...)
 	}
 	switch {
-	case o.MaxBodySize < 0 || o.DefaultTTL < 0 || o.HitForMissTTL < 0 || o.StaleOnError < 0:
-		return bad("negative MaxBodySize, DefaultTTL, HitForMissTTL or StaleOnError")
+	case o.MaxBodySize < 0 || o.DefaultTTL < 0 || o.HitForMissTTL < 0 || o.StaleOnError < 0 || o.LoadTimeout < 0:
+		return bad("negative MaxBodySize, DefaultTTL, HitForMissTTL, StaleOnError or LoadTimeout")
 	case math.IsNaN(o.HeuristicFraction) || o.HeuristicFraction < 0 || o.HeuristicFraction > 1:
 		return bad("HeuristicFraction %v is not within [0, 1]", o.HeuristicFraction)
 	}
@@ -142,8 +173,23 @@ func (o *Options) setDefaults() {
 	if o.HitForMissTTL == 0 {
 		o.HitForMissTTL = defaultHitForMissTTL
 	}
+	switch {
+	case o.Keep == 0:
+		o.Keep = defaultKeep
+	case o.Keep < 0:
+		o.Keep = 0
+	}
+	if o.LoadTimeout == 0 {
+		o.LoadTimeout = defaultLoadTimeout
+	}
+	if o.LocalBytes == 0 {
+		o.LocalBytes = defaultLocalBytes
+	}
 	if o.LocalCapacity == 0 {
 		o.LocalCapacity = defaultLocalCapacity
+	}
+	if o.LocalBytes < 0 {
+		o.LocalCapacity = -1
 	}
 	if o.CacheStatusName == "" {
 		o.CacheStatusName = defaultStatusName
@@ -159,6 +205,7 @@ func (o *Options) setDefaults() {
 	}
 	o.DefaultTTL = clampDuration(o.DefaultTTL)
 	o.StaleOnError = clampDuration(o.StaleOnError)
+	o.Keep = clampDuration(o.Keep)
 	o.HitForMissTTL = clampDuration(o.HitForMissTTL)
 }
 

@@ -40,8 +40,10 @@ type recorder struct {
 	// relink moves the handler's context from the load's context to the
 	// owner's request context, once the response has become a stream: the
 	// load ends (and cancels its context) as soon as it has reported the
-	// stream, while the handler goes on writing.
+	// stream, while the handler goes on writing. leave then ends the run's
+	// wait for the handler (see Middleware.run).
 	relink func() error
+	leave  func()
 
 	streaming chan struct{} // closed when the response becomes a stream
 	reason    string        // why it became one
@@ -49,8 +51,8 @@ type recorder struct {
 	werr      error // sticky write error
 }
 
-func newRecorder(owner *call, max int, relink func() error) *recorder {
-	return &recorder{owner: owner, max: max, header: make(http.Header), relink: relink,
+func newRecorder(owner *call, max int, relink func() error, leave func()) *recorder {
+	return &recorder{owner: owner, max: max, header: make(http.Header), relink: relink, leave: leave,
 		streaming: make(chan struct{})}
 }
 
@@ -135,6 +137,7 @@ func (rec *recorder) startStream(reason string) error {
 	c.stream = &stream{status: rec.status, header: rec.snap, prefix: rec.body, pr: pr, reason: reason}
 	rec.body = nil
 	close(rec.streaming)
+	rec.leave()
 	return nil
 }
 

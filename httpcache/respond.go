@@ -11,139 +11,80 @@ import (
 	"github.com/stampede-go/stampede"
 )
 
-// serveResult answers r with a stored response, fresh or stale.
-func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call, key string, res stampede.Result[*entry]) {
+// serveResult answers r with a stored response, fresh or stale, found in
+// memory or in Redis, or shared with the handler run another request made
+// for it. start is when r's lookup began.
+func (m *Middleware) serveResult(w http.ResponseWriter, r *http.Request, c *call, key string, res stampede.Result[*entry], start time.Time) {
 	e := res.Value
 	age := e.initialAge + res.Age
-	switch res.Source {
-	case stampede.SourceLoader: // waited for this process's run of another request
-		m.writeEntry(w, r, e, age, cacheStatus{fwd: c.missFwd(), fwdStatus: e.status, stored: res.Stored, collapsed: true})
-		return
-	case stampede.SourceLocal, stampede.SourceRedis:
-		if m.opts.HonorRequestCacheControl && refuses(r, age, e.life) {
-			m.revalidate(w, r, c, key, e, age, fwdRequest)
-			return
-		}
-		m.writeEntry(w, r, e, age, cacheStatus{hit: true, ttl: e.life - age, hasTTL: true})
+	if collapsed(res, time.Since(start)) {
+		m.serveCollapsed(w, r, c, e, age, res.Source != stampede.SourceLoader || res.Stored)
 		return
 	}
-	// Stale. Within stale-while-revalidate it is served as it is; the core
-	// is refreshing it once across the fleet.
 	staleFor := age - e.life
-	if staleFor <= e.swr {
-		if !m.opts.HonorRequestCacheControl || !refuses(r, age, e.life) {
-			m.writeEntry(w, r, e, age, cacheStatus{hit: true, ttl: -staleFor, hasTTL: true, detail: "stale-while-revalidate"})
-			return
-		}
-	} else if res.LoadErr != nil {
-		// Past it, within stale-if-error or StaleOnError, the stale copy
-		// is for errors only, and this process's last refresh failed.
-		m.writeEntry(w, r, e, age, cacheStatus{fwd: fwdStale, ttl: -staleFor, hasTTL: true, detail: staleDetail(e, staleFor)})
-		return
-	}
-	// Revalidate now. The refresh the core started in the background joins
-	// this run through m.flight, so the handler runs once per process; if
-	// that refresh has already landed, its response is served instead.
-	c2 := &call{m: m, next: c.next, r: r, w: w, variant: c.variant, primary: c.primary, prev: e, fwd: fwdStale}
-	again, err := m.cache.Fetch(r.Context(), key, c2.load)
-	if own := c2.finish(); own != nil {
-		if err != nil || again.Source == stampede.SourceLoader {
-			m.serveOwn(w, r, c2, own, err == nil && again.Stored)
-			return
-		}
-		if own.stream != nil {
-			_ = own.stream.pr.CloseWithError(errNoReader)
-		}
-	}
-	if err == nil && again.Source != stampede.SourceStale && again.Value.kind == kindResponse {
-		m.serveResult(w, r, c2, key, again)
-		return
-	}
-	m.revalidate(w, r, c, key, e, age, fwdStale)
-}
-
-// staleDetail says what allowed a stale response to be served in place of
-// a failed run.
-func staleDetail(e *entry, staleFor time.Duration) string {
-	if staleFor <= e.sie {
-		return "stale-if-error"
-	}
-	return "stale-on-error"
-}
-
-// revalidate answers r with a handler run made conditional on the stored
-// response e (RFC 9111 4.3.1), which is stale (fwd is fwdStale) or which
-// the request would not take fresh (fwdRequest). The requests of this
-// process that revalidate the key at the same time, and the core's
-// background refresh of it, share one run.
-func (m *Middleware) revalidate(w http.ResponseWriter, r *http.Request, c *call, key string, e *entry, age time.Duration, fwd string) {
-	c2 := &call{m: m, next: c.next, r: r, w: w, variant: c.variant, primary: c.primary, prev: e}
-	lctx, cancel := m.loadContext(r.Context())
-	o, ok := m.flight.do(r.Context(), key, func() *outcome { return m.execute(lctx, c2) })
-	cancel()
-	if own := c2.finish(); own != nil && own.stream != nil {
-		own.stream.copyTo(w, r, m.member(cacheStatus{fwd: fwd, detail: own.reason}))
-		return
-	}
-	if !ok {
-		return // the client left
-	}
-	shared := o.owner != c2
 	switch {
-	case o.err != nil || isServerError(o.status):
-		if fwd == fwdStale { // within a stale window that allows it
-			cs := cacheStatus{fwd: fwdStale, ttl: e.life - age, hasTTL: true, detail: staleDetail(e, age-e.life)}
-			if o.err == nil {
-				cs.fwdStatus = o.status
-			}
-			m.writeEntry(w, r, e, age, cs)
-			return
+	case m.opts.HonorRequestCacheControl && refuses(r, age, e.life):
+		fwd := fwdRequest
+		if staleFor > 0 {
+			fwd = fwdStale
 		}
-		err := o.err
-		if err == nil {
-			err = &originError{o}
-		}
-		m.serveError(w, r, err, shared, fwd)
-	case o.e != nil && (!shared || sameVary(o.e, c.variant)):
-		m.writeEntry(w, r, o.e, o.e.initialAge, cacheStatus{fwd: fwd, fwdStatus: o.fwdStatus(), collapsed: shared})
-	case o.e != nil:
-		// Another request's run, which now varies on other fields: it may
-		// be another client's variant.
-		m.bypass(w, r, c.next, "vary-changed")
-	case !shared && o.stream == nil:
-		m.writeRaw(w, r, o, cacheStatus{fwd: fwd, fwdStatus: o.fwdStatus(), detail: o.reason})
+		m.revalidateFor(w, r, c, key, e, age, fwd)
+	case staleFor <= 0:
+		m.writeEntry(w, r, e, age, cacheStatus{hit: true, ttl: e.life - age, hasTTL: true})
+	case staleFor <= e.swr || e.fetch == fetchFailed && staleFor <= m.errorWindow(e):
+		// Within stale-while-revalidate, or the copy served in place of a
+		// run that failed: one run across the fleet is revalidating it.
+		m.writeEntry(w, r, e, age, cacheStatus{hit: true, ttl: -staleFor, hasTTL: true, detail: m.staleDetail(e, staleFor)})
 	default:
-		m.bypass(w, r, c.next, o.reason)
+		// Stale past what may be served as it is, which happens without
+		// Redis, whose stale window covers the error window too (see
+		// storage), and for entries written by earlier releases.
+		m.revalidateFor(w, r, c, key, e, age, fwdStale)
 	}
 }
 
-// refuses reports whether the request's own Cache-Control (RFC 9111
-// 5.2.1) refuses a stored response of this age and lifetime: no-cache, a
-// max-age it is older than, or a min-fresh it would not stay fresh for.
-func refuses(r *http.Request, age, life time.Duration) bool {
-	if len(r.Header["Cache-Control"]) == 0 {
-		return false
+// collapsed reports whether a lookup that took elapsed and returned res
+// waited for another request's handler run (RFC 9211 2.6): it shared a run
+// of this process, or it waited (res.Waited) and the stored response it
+// got is younger than the request, so it was stored meanwhile, by this
+// server or another. Waited alone also covers a request that only shared
+// another's read of Redis, which is a hit.
+func collapsed(res stampede.Result[*entry], elapsed time.Duration) bool {
+	return res.Source == stampede.SourceLoader || res.Waited && res.Age < elapsed
+}
+
+// serveCollapsed answers a request that waited for another request's
+// handler run with the response that run stored, or the stale copy it
+// served in its place. stored says the response was stored.
+func (m *Middleware) serveCollapsed(w http.ResponseWriter, r *http.Request, c *call, e *entry, age time.Duration, stored bool) {
+	cs := cacheStatus{fwd: c.missFwd(), fwdStatus: e.runStatus(), stored: stored, collapsed: true}
+	switch e.fetch {
+	case fetchRevalidated:
+		cs.fwd = fwdStale
+	case fetchFailed:
+		staleFor := age - e.life
+		cs.fwd, cs.stored, cs.ttl, cs.hasTTL, cs.detail = fwdStale, false, -staleFor, true, m.staleDetail(e, staleFor)
 	}
-	cc := parseCacheControl(r.Header)
-	if cc.has("no-cache") {
-		return true
-	}
-	if s, _, valid := cc.seconds("max-age"); valid && age > s {
-		return true
-	}
-	s, _, valid := cc.seconds("min-fresh")
-	return valid && life-age < s
+	m.writeEntry(w, r, e, age, cs)
 }
 
 // serveOwn answers a request with the outcome of its own handler run.
-// stored says whether the core wrote the response to the cache.
-func (m *Middleware) serveOwn(w http.ResponseWriter, r *http.Request, c *call, o *outcome, stored bool) {
-	fwd := c.missFwd()
+// stored says whether the core wrote the response to the cache; err is
+// what the core returned for the run.
+func (m *Middleware) serveOwn(w http.ResponseWriter, r *http.Request, c *call, o *outcome, stored bool, err error) {
+	fwd := o.fwd(c)
 	switch {
 	case o.stream != nil:
 		o.stream.copyTo(w, r, m.member(cacheStatus{fwd: fwd, detail: o.reason}))
+	case o.stale != nil: // the run failed; the stale copy answers for it
+		staleFor := o.stale.initialAge - o.stale.life
+		m.writeEntry(w, r, o.stale, o.stale.initialAge, cacheStatus{fwd: fwd, fwdStatus: o.stale.fwdStatus,
+			ttl: -staleFor, hasTTL: true, detail: m.staleDetail(o.stale, staleFor)})
 	case o.err != nil:
-		m.serveError(w, r, o.err, false, fwd)
+		if !errors.Is(err, ErrRevalidationFailed) {
+			err = o.err
+		}
+		m.serveError(w, r, err, false, fwd)
 	case o.e != nil:
 		// The stored copy, plus the fields kept out of it that are this
 		// client's own (Set-Cookie, private="..." and no-cache="..." fields).
@@ -182,13 +123,17 @@ func (m *Middleware) serveError(w http.ResponseWriter, r *http.Request, err erro
 	if r.Context().Err() != nil {
 		return // the client left
 	}
-	addCacheStatus(w.Header(), m.member(cacheStatus{fwd: fwd, collapsed: collapsed, detail: "error"}))
+	detail := "error"
+	if errors.Is(err, ErrRevalidationFailed) {
+		detail = "must-revalidate"
+	}
+	addCacheStatus(w.Header(), m.member(cacheStatus{fwd: fwd, collapsed: collapsed, detail: detail}))
 	m.opts.ErrorHandler(w, r, err)
 }
 
 func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
 	status := http.StatusInternalServerError
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, stampede.ErrWaitTimeout) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, stampede.ErrWaitTimeout) || errors.Is(err, ErrRevalidationFailed) {
 		status = http.StatusGatewayTimeout
 	}
 	http.Error(w, http.StatusText(status), status)

@@ -3,13 +3,9 @@ package httpcache
 import (
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/stampede-go/stampede/internal/redistest"
 )
 
 // validating is a handler that answers a matching If-None-Match with a 304
@@ -151,32 +147,5 @@ func TestRequestRevalidationFailureNotServedStored(t *testing.T) {
 	w := do(s, "GET", "/f", "Cache-Control", "no-cache")
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(status(w), "fwd=request; fwd-status=503") {
 		t.Fatalf("got %d %q", w.Code, status(w))
-	}
-}
-
-// A stale response past stale-while-revalidate is revalidated with its
-// validators before it is used (RFC 9111 4.3.1); a 304 freshens it (RFC
-// 9111 4.3.4). Another server holds the refresh lease here, so the run is
-// this request's own and nothing else can start one.
-func TestStaleRevalidatedConditionally(t *testing.T) {
-	mr, rdb := redistest.Mini(t)
-	h := newValidating(t)
-	s := newMW(t, rdb, Options{LocalCapacity: -1}).Handler(h)
-	do(s, "GET", "/r")
-	mr.FastForward(10 * time.Second) // 5 s past its freshness
-	key := primaryKeyOf("http", "example.com", &url.URL{Path: "/r"})
-	if err := mr.Set("httpcache:{"+key+"}:lock", "another server"); err != nil {
-		t.Fatal(err)
-	}
-	mr.SetTTL("httpcache:{"+key+"}:lock", time.Minute)
-	w := do(s, "GET", "/r")
-	if h.n.Load() != 2 || h.seen[1] != `"v1"` {
-		t.Fatalf("runs %d, validators sent %q", h.n.Load(), h.seen)
-	}
-	if w.Code != 200 || w.Body.String() != "full body" || w.Header().Get("X-Run") != "2" {
-		t.Fatalf("got %d %q %v", w.Code, w.Body.String(), w.Header())
-	}
-	if got := status(w); got != "stampede; fwd=stale; fwd-status=304" {
-		t.Fatalf("Cache-Status %q", got)
 	}
 }

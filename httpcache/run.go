@@ -5,93 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/stampede-go/stampede"
 )
-
-// call is one request's part in a lookup: the loader it hands the core, and
-// what that loader leaves for it when its own handler run is the one that
-// happened.
-type call struct {
-	m    *Middleware
-	next http.Handler
-	r    *http.Request
-	w    http.ResponseWriter // the request's writer, for 1xx responses
-	// variant is the Vary record when this call looks up a variant key, nil
-	// for a primary key.
-	variant *entry
-	primary string // the primary key, when variant is set
-	// prev is the stored response this call's run validates: the run is
-	// made conditional on it, and a 304 freshens it.
-	prev *entry
-	// rng is set for a GET with a single byte range: on a miss it is
-	// passed to the handler as it is, and nothing is stored.
-	rng bool
-	// fwd is the Cache-Status fwd of this call's own run; "" for a miss.
-	fwd string
-	// retry is set when this call looks again after sharing the lookup of
-	// a range request that found nothing stored.
-	retry bool
-
-	mu        sync.Mutex // guards done, own, stream, rangeMiss, and c.w while !done
-	done      bool       // the request has stopped waiting: a stream has no reader
-	own       *outcome   // the outcome of this call's own handler run
-	stream    *stream    // set when this call's run turned into a stream
-	rangeMiss bool       // this call's loader found nothing stored for its range
-}
-
-// finish marks the request as no longer waiting and returns the outcome of
-// its own handler run, if that run happened and ended (or became a stream).
-func (c *call) finish() *outcome {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.done = true
-	if c.own == nil && c.stream != nil {
-		return &outcome{owner: c, stream: c.stream, reason: c.stream.reason}
-	}
-	return c.own
-}
-
-// missFwd is the Cache-Status fwd value of this call's own run: a miss of
-// its key, unless said otherwise.
-func (c *call) missFwd() string {
-	if c.fwd != "" {
-		return c.fwd
-	}
-	if c.variant != nil {
-		return fwdVaryMiss
-	}
-	return fwdURIMiss
-}
-
-// reasonRangeMiss marks the loader result of a range request that found
-// nothing stored: never stored, and served to nobody.
-const reasonRangeMiss = "range-miss"
-
-// takeRangeMiss reports whether c's request, a range request still waiting
-// for its lookup, takes this miss to the handler itself. A run the core
-// starts after the request was answered (a background refresh) fetches the
-// whole response as usual.
-func (c *call) takeRangeMiss() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.rng || c.done {
-		return false
-	}
-	c.rangeMiss = true
-	return true
-}
-
-// tookRangeMiss reports whether this call's loader took a range miss.
-func (c *call) tookRangeMiss() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.rangeMiss
-}
 
 // outcome is what one handler run produced.
 type outcome struct {
@@ -104,12 +23,15 @@ type outcome struct {
 	header http.Header
 	body   []byte
 
-	validated bool           // the handler answered 304 to the cache's validators
-	e         *entry         // the entry to store; nil when not cacheable
-	ent       stampede.Entry // how long to store it
-	reason    string         // why it is not stored
-	err       error          // panic, incomplete response, timeout
-	stream    *stream        // the response became a stream to its owner
+	revalidation bool           // the run revalidated a stored response (Cache-Status fwd=stale)
+	validated    bool           // the handler answered 304 to the cache's validators
+	e            *entry         // the entry to store; nil when not cacheable
+	ent          stampede.Entry // how long to store it
+	reason       string         // why it is not stored
+	err          error          // panic, incomplete response, timeout
+	stream       *stream        // the response became a stream to its owner
+	// stale is the stale copy served in place of this run, which failed.
+	stale *entry
 }
 
 // fwdStatus is the status the handler answered with.
@@ -118,6 +40,15 @@ func (o *outcome) fwdStatus() int {
 		return http.StatusNotModified
 	}
 	return o.status
+}
+
+// fwd is the Cache-Status fwd value of the requests this run answers, c's
+// when it did not revalidate a stored response.
+func (o *outcome) fwd(c *call) string {
+	if o.revalidation {
+		return fwdStale
+	}
+	return c.missFwd()
 }
 
 // originError carries a server error response (500, 502, 503, 504) through
@@ -130,113 +61,142 @@ func (e *originError) Error() string {
 	return "httpcache: handler responded " + strconv.Itoa(e.o.status)
 }
 
-// loadContext is the context of a handler run started outside the core:
-// the request's values, its own timeout, cancelled by Close.
-func (m *Middleware) loadContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	timeout := m.opts.LoadTimeout
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	stop := context.AfterFunc(m.closeCtx, cancel)
-	return lctx, func() { stop(); cancel() }
-}
-
 // conditionalFields are removed from the request a handler run sees, so that
 // it produces the full response to store; validators are answered from the
 // stored copy, and only to the clients that sent them. Range goes too: the
 // whole response is what is stored.
 var conditionalFields = []string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range", "Range"}
 
-// execute runs the handler for c's request, conditionally on c.prev when
-// set. A 304 that does not select c.prev (RFC 9111 4.3.4) cannot be used:
-// the request is then made again without conditions.
-func (m *Middleware) execute(ctx context.Context, c *call) *outcome {
-	o := m.run(ctx, c, c.prev)
-	if o.status == http.StatusNotModified && c.prev != nil && !o.validated && o.err == nil {
-		o = m.run(ctx, c, nil)
+// execute runs the handler for c's request, conditionally on prev, the
+// stored response it revalidates, when set. A 304 that does not select prev
+// (RFC 9111 4.3.4) cannot be used: the request is then made again without
+// conditions. The runs time out after Options.LoadTimeout in all, before
+// the core's deadline, so that the loader can still answer for them.
+//
+// A revalidation (key set) shares its run with the other revalidations of
+// key in this process: the core's load of a stale response (in the
+// background, or without Redis) and the requests that revalidate it for
+// themselves (revalidateFor). The outcome's owner is the call whose run
+// it was; outcomes are shared, and never modified.
+func (m *Middleware) execute(ctx context.Context, c *call, prev *entry, key string) *outcome {
+	if key != "" {
+		key = "revalidate:" + key
 	}
-	c.mu.Lock()
-	if o.err == nil && o.status == 0 { // became a stream
-		o.stream, o.reason = c.stream, c.stream.reason
+	deadline := time.Now().Add(m.opts.LoadTimeout)
+	o := m.run(ctx, c, prev, prev != nil, key)
+	if o.status == http.StatusNotModified && prev != nil && !o.validated && o.err == nil {
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		o = m.run(ctx, c, nil, true, key)
 	}
-	c.own = o
-	c.mu.Unlock()
 	return o
 }
 
-// run runs the handler once for c's request into a recorder, on a context
-// with ctx's values that ctx's end cancels, and classifies the response.
-// A HEAD runs as a GET, so that the stored entry has the GET's body.
-func (m *Middleware) run(ctx context.Context, c *call, prev *entry) *outcome {
-	hctx, relink, stop := detachFrom(ctx, c.r.Context())
-	r2 := c.r.Clone(hctx)
-	r2.Method = http.MethodGet
-	r2.Body = http.NoBody
-	r2.ContentLength = 0
-	for _, f := range conditionalFields {
-		delete(r2.Header, f)
+// run runs the handler once for c's request into a recorder, made
+// conditional on cond when set, and classifies the response. revalidation
+// says the run revalidates a stored response. A HEAD runs as a GET, so that
+// the stored entry has the GET's body.
+//
+// The run is a load of m.runs, the process-local core cache kept for this,
+// under key, or a key of its own when key is "": a caller finding a run
+// in progress under key shares its outcome. The core runs the handler on a
+// goroutine of its own, on a context with ctx's values detached from its
+// callers that ends after Options.LoadTimeout, and turns a panic into a
+// *stampede.PanicError, and runtime.Goexit into an error. run waits for it
+// until ctx ends, or until the response turns into a stream: then it
+// returns at once, handing the stream to c's request while the handler
+// writes on, its context now ending with that request; the callers sharing
+// the run learn of the stream when it ends.
+func (m *Middleware) run(ctx context.Context, c *call, cond *entry, revalidation bool, key string) *outcome {
+	if key == "" {
+		key = m.runKey()
 	}
-	if prev != nil && !addValidators(r2.Header, prev, time.Now()) {
-		prev = nil
-	}
-	rec := newRecorder(c, m.opts.MaxBodySize, relink)
-	hdone := make(chan error, 1)
-	go func() {
-		normal := false
+	wctx, leave := context.WithCancel(ctx)
+	defer leave()
+	res, err := m.runs.Fetch(wctx, key, func(lctx context.Context, _ string) (o *outcome, _ stampede.Entry, _ error) {
+		hctx, relink, stop := detachFrom(lctx, c.r.Context())
+		r2 := c.r.Clone(hctx)
+		r2.Method = http.MethodGet
+		r2.Body = http.NoBody
+		r2.ContentLength = 0
+		for _, f := range conditionalFields {
+			delete(r2.Header, f)
+		}
+		if cond != nil && !addValidators(r2.Header, cond, time.Now()) {
+			cond = nil
+		}
+		rec := newRecorder(c, m.opts.MaxBodySize, relink, leave)
+		returned := false
 		defer func() {
-			var failure error
-			if !normal {
-				if v := recover(); v != nil {
-					failure = &stampede.PanicError{Value: v, Stack: debug.Stack()}
-				} else {
-					failure = errors.New("httpcache: handler called runtime.Goexit")
-				}
-			} else if err := context.Cause(hctx); err != nil {
-				failure = fmt.Errorf("%w: handler returned after its context ended: %w", errIncomplete, err)
+			// Not a catcher: a panic or Goexit goes on to the core. This
+			// only cuts a stream short, so that its client sees it fail.
+			if !returned {
+				rec.finish(errHandlerFailed)
+			} else {
+				rec.finish(o.err)
 			}
-			rec.finish(failure)
 			stop()
-			hdone <- failure
 		}()
 		c.next.ServeHTTP(rec, r2)
-		normal = true
-	}()
+		returned = true
+		o = m.recorded(hctx, r2, rec, cond)
+		o.revalidation = revalidation
+		if o.e != nil && revalidation {
+			o.e.fetch, o.e.fwdStatus = fetchRevalidated, o.fwdStatus()
+		}
+		return o, stampede.Entry{NoStore: true}, nil
+	})
+	if st := c.streamed(); st != nil && (err != nil || res.Value.owner == c) {
+		return &outcome{owner: c, req: c.r, revalidation: revalidation, stream: st, reason: st.reason}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		return &outcome{owner: c, req: c.r, revalidation: revalidation, err: err}
+	}
+	return res.Value
+}
 
-	o := &outcome{owner: c, req: c.r}
-	select {
-	case failure := <-hdone:
-		select {
-		case <-rec.streaming:
-			return o
-		default:
+// errHandlerFailed ends the stream of a handler that panicked or called
+// runtime.Goexit.
+var errHandlerFailed = errors.New("httpcache: handler did not return")
+
+// runKey names one handler run in m.runs: no two runs share one.
+func (m *Middleware) runKey() string {
+	return "run:" + strconv.FormatUint(m.runSeq.Add(1), 36)
+}
+
+// recorded is the outcome of a run whose handler returned: the response
+// recorded by rec for the request r2, made conditional on prev when set.
+func (m *Middleware) recorded(hctx context.Context, r2 *http.Request, rec *recorder, prev *entry) *outcome {
+	o := &outcome{owner: rec.owner, req: rec.owner.r}
+	if rec.pw != nil { // a stream, of rec.owner's request only
+		o.stream, o.reason = rec.owner.streamed(), rec.reason
+		return o
+	}
+	if err := context.Cause(hctx); err != nil {
+		o.err = fmt.Errorf("%w: handler returned after its context ended: %w", errIncomplete, err)
+		return o
+	}
+	o.status, o.header, o.body, o.err = rec.result()
+	now := time.Now()
+	switch {
+	case o.err != nil:
+	case errors.Is(rec.werr, errNoReader):
+		// It outgrew MaxBodySize with nobody left to stream it to (a
+		// background refresh, a leader whose client left): what was
+		// recorded is cut off, and never stored.
+		o.reason = "too-big"
+	case o.status == http.StatusNotModified && prev != nil:
+		h, ok := freshen(prev, o.header, now)
+		if !ok {
+			return o // execute asks again, unconditionally
 		}
-		if failure != nil {
-			o.err = failure
-			return o
-		}
-		o.status, o.header, o.body, o.err = rec.result()
-		now := time.Now()
-		switch {
-		case o.err != nil:
-		case errors.Is(rec.werr, errNoReader):
-			// It outgrew MaxBodySize with nobody left to stream it to
-			// (a background refresh, a leader whose client left): what
-			// was recorded is cut off, and never stored.
-			o.reason = "too-big"
-		case o.status == http.StatusNotModified && prev != nil:
-			h, ok := freshen(prev, o.header, now)
-			if !ok {
-				return o // execute asks again, unconditionally
-			}
-			o.status, o.header, o.body, o.validated = prev.status, h, prev.body, true
-			o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
-		case !isServerError(o.status):
-			o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
-		}
-	case <-rec.streaming:
-	case <-ctx.Done():
-		o.err = context.Cause(ctx)
+		o.status, o.header, o.body, o.validated = prev.status, h, prev.body, true
+		o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
+	case !isServerError(o.status):
+		o.e, o.ent, o.reason = m.classify(r2, o.status, o.header, o.body, now)
 	}
 	return o
 }

@@ -55,16 +55,11 @@ func (m *Middleware) classify(r *http.Request, status int, h http.Header, body [
 	if ttl < time.Millisecond {
 		return nil, stampede.Entry{}, "stale"
 	}
-	// RFC 9111 4.2.4: no stale use against no-cache, must-revalidate,
-	// proxy-revalidate or (for a shared cache) s-maxage. An explicit
-	// stale-while-revalidate or stale-if-error beside s-maxage is taken
-	// as the origin's permission, as CDNs do; StaleOnError, which is only
-	// the operator's, is not.
 	var swr, sie, soe time.Duration
-	if !cc.has("must-revalidate") && !cc.has("proxy-revalidate") && !cc.has("no-cache") {
+	if mustRevalidate, staleOnError := staleUse(cc); !mustRevalidate {
 		swr, _, _ = cc.seconds("stale-while-revalidate")
 		sie, _, _ = cc.seconds("stale-if-error")
-		if !cc.has("s-maxage") {
+		if staleOnError {
 			soe = m.opts.StaleOnError
 		}
 	}
@@ -76,11 +71,7 @@ func (m *Middleware) classify(r *http.Request, status int, h http.Header, body [
 	}
 	e := &entry{kind: kindResponse, status: status, header: sh, body: body,
 		initialAge: age, life: life, swr: swr, sie: sie, vary: names}
-	ent := stampede.Entry{TTL: ttl, Stale: max(swr, sie, soe)}
-	if ent.Stale == 0 {
-		ent.Stale = -1
-	}
-	return e, ent, ""
+	return e, m.storage(e, ttl, max(sie, soe)), ""
 }
 
 // storedHeader is the header of the copy of a response a shared cache

@@ -158,6 +158,9 @@ func TestInvalidOptions(t *testing.T) {
 		{StaleOnError: -time.Second},
 		{MaxBodySize: -1},
 		{CacheStatusName: "tab\there"},
+		{LoadTimeout: -time.Second},
+		{LoadTimeout: -500 * time.Millisecond}, // not made valid by the core's extra second
+		{LockTTL: -time.Second},
 	} {
 		if _, err := New(nil, o); !errors.Is(err, stampede.ErrInvalidOptions) {
 			t.Errorf("%+v: %v", o, err)
