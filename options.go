@@ -90,6 +90,11 @@ type Options struct {
 	// Codec encodes values for Redis. Default: string and []byte values are
 	// stored as they are, anything else as JSON.
 	Codec Codec
+	// Invalidation is how Sets, Deletes and fills reach the other nodes'
+	// L1. Default: InvalidateAuto (Redis tracks which node read which key
+	// and tells only those, where the client and server allow it; else
+	// every node hears every write). See Invalidation.
+	Invalidation Invalidation
 	// OnError, if set, receives errors nobody else sees: failed background
 	// refreshes (the callers were already served a stale or fresh copy),
 	// lease renewal errors, undecodable entries. Default: nil (counted in
@@ -135,6 +140,9 @@ func (o Options) validate() error {
 	}
 	if o.OnWaitTimeout > WaitReturnError {
 		return bad("unknown OnWaitTimeout %d", o.OnWaitTimeout)
+	}
+	if o.Invalidation > InvalidateTracking {
+		return bad("unknown Invalidation %d", o.Invalidation)
 	}
 	if o.LockTTL != 0 && o.LockTTL < 3*time.Millisecond {
 		return bad("LockTTL %v is too short to renew", o.LockTTL)

@@ -99,6 +99,9 @@ type Cache[V any] struct {
 	subs   map[*sub]bool          // open subscriptions, closed by Close
 	shards map[*redis.Client]bool // Ring shards subscribed to
 
+	mode Invalidation // what New chose (tracking.go, invalidation.go)
+	trk  *tracker     // tracking mode's state; nil in broadcast mode
+
 	l1mu sync.Mutex  // orders L1 writes against invalidations
 	gens generations // see setL1
 
@@ -162,7 +165,10 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 	}
 	if rdb != nil {
 		c.ctxDeadlines = bounded.HonorsContext(rdb)
-		c.subscribe()
+		if err := c.startInvalidation(); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -232,7 +238,10 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	// Invalidate again now that the write landed: a Get of this node that
 	// read Redis between forget and the write must not leave the old value
 	// in L1 (invariant 11).
-	c.store(key, c.newLocal(v, false, ttl, stl, 0, id), c.invalidateL1(key))
+	gen := c.invalidateL1(key)
+	if c.keepsOwnWrites() {
+		c.store(key, c.newLocal(v, false, ttl, stl, 0, id), gen)
+	}
 	return nil
 }
 
