@@ -110,7 +110,10 @@ type scaleMode struct {
 }
 
 func scaleModes() []scaleMode {
-	return []scaleMode{{"broadcast", func(*Options) {}}}
+	return []scaleMode{
+		{"broadcast", func(o *Options) { o.Invalidation = InvalidateBroadcast }},
+		{"tracking", func(o *Options) { o.Invalidation = InvalidateTracking }},
+	}
 }
 
 func runScale(t *testing.T, cfg scaleConfig) scaleRun {
@@ -138,7 +141,7 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 			if !counting.Load() {
 				return
 			}
-			keys := messageKeys(cfg.opts.Namespace, ch, payload)
+			keys := n.messageKeys(ch, payload)
 			if keys == nil {
 				n.other.Add(1)
 				return
@@ -319,11 +322,21 @@ func (c *Cache[V]) waiting(key string) bool {
 	return ok
 }
 
-// messageKeys returns the cache keys a message is about, or nil for a
-// message about none.
-func messageKeys(ns, ch string, payload []string) []string {
-	if ch == ns+":events" && len(payload) == 1 && len(payload[0]) > msgHeaderLen {
+// messageKeys returns the cache keys a message is about (a tracking
+// message about a lease counts as one about its key), or nil for a message
+// about none.
+func (n *scaleNode) messageKeys(ch string, payload []string) []string {
+	switch {
+	case ch == n.c.channel && len(payload) == 1 && len(payload[0]) > msgHeaderLen:
 		return []string{payload[0][msgHeaderLen:]}
+	case ch == invalidateChannel:
+		keys := []string{}
+		for _, rk := range payload {
+			if k, _, ok := n.c.cacheKeyOf(rk); ok {
+				keys = append(keys, k)
+			}
+		}
+		return keys
 	}
 	return nil
 }
