@@ -52,8 +52,10 @@ func defaultScale(nodes int) scaleConfig {
 // scaleNode is one node of the fleet and what its subscription received.
 type scaleNode struct {
 	c         *Cache[string]
+	touched   sync.Map     // keys this node was asked for
 	msgs      atomic.Int64 // messages about a key
 	concerned atomic.Int64 // ... that this node held in L1 or waited for
+	untouched atomic.Int64 // ... that this node was never asked for
 	other     atomic.Int64 // messages about no key (probes)
 }
 
@@ -66,7 +68,9 @@ type scaleRun struct {
 	reads      int64
 	msgs       int64 // messages about a key, all nodes
 	concerned  int64
+	untouched  int64
 	other      int64
+	fleetCPU   float64 // this process's CPU seconds per second while measuring
 	cpuQuiet   float64 // redis-server CPU seconds per second, reads only
 	cpuBusy    float64 // ... reads and writes
 	lat        []time.Duration
@@ -149,6 +153,9 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 			now := time.Now()
 			for _, k := range keys {
 				n.msgs.Add(1)
+				if _, ok := n.touched.Load(k); !ok {
+					n.untouched.Add(1)
+				}
 				if n.c.getL1(k) == nil && !n.c.waiting(k) {
 					continue
 				}
@@ -201,7 +208,9 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 				case <-time.After(time.Until(next)):
 				}
 				n := nodes[rand.IntN(len(nodes))]
-				if _, err := n.c.Get(ctx, key(cfg.hotReads), load); err == nil {
+				k := key(cfg.hotReads)
+				n.touched.Store(k, true)
+				if _, err := n.c.Get(ctx, k, load); err == nil {
 					reads.Add(1)
 				}
 			}
@@ -267,9 +276,9 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 		return n
 	}
 	loads0, calls0 := loads(), calls()
-	c2, t2 := cpu(), time.Now()
+	c2, t2, p2 := cpu(), time.Now(), processCPU()
 	time.Sleep(cfg.measure)
-	c3, t3 := cpu(), time.Now()
+	c3, t3, p3 := cpu(), time.Now(), processCPU()
 	loads1, calls1 := loads(), calls()
 	close(wstop)
 	wwg.Wait()
@@ -278,10 +287,12 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 	wg.Wait()
 
 	r := scaleRun{cfg: cfg, writes: writes.Load(), fills: loads1 - loads0, reads: reads.Load(), cpuQuiet: cpuQuiet,
-		cpuBusy: (c3 - c2) / t3.Sub(t2).Seconds(), redisReads: calls1 - calls0}
+		cpuBusy: (c3 - c2) / t3.Sub(t2).Seconds(), redisReads: calls1 - calls0,
+		fleetCPU: (p3 - p2).Seconds() / t3.Sub(t2).Seconds()}
 	for _, n := range nodes {
 		r.msgs += n.msgs.Load()
 		r.concerned += n.concerned.Load()
+		r.untouched += n.untouched.Load()
 		r.other += n.other.Load()
 	}
 	latMu.Lock()
@@ -372,24 +383,24 @@ func (r scaleRun) quantile(q float64) time.Duration {
 }
 
 func (r scaleRun) line() string {
-	return fmt.Sprintf("scale: %d nodes, %s: %.0f Sets/s + %.0f fills/s, %.0f Gets/s; per node %.1f msgs/s (%.2f per write, %.4f of them about a key it held or waited for), %.1f other msgs/s; redis %.0f commands/s, CPU %.0f%% busy, %.0f%% reads only, %v per write; invalidation p50 %v p99 %v (%d samples)",
+	return fmt.Sprintf("scale: %d nodes, %s: %.0f Sets/s + %.0f fills/s, %.0f Gets/s; per node %.1f msgs/s (%.4f per write: %.4f about a key it held or waited for, %.4f about a key it was never asked for), %.1f probes/s; redis %.0f commands/s, CPU %.1f%% busy, %.1f%% reads only, %v per write; fleet process CPU %.0f%%; invalidation p50 %v p99 %v (%d samples)",
 		r.cfg.nodes, r.mode, float64(r.writes)/r.seconds(), float64(r.fills)/r.seconds(), float64(r.reads)/r.seconds(),
-		float64(r.msgs)/float64(r.cfg.nodes)/r.seconds(), r.perNodeWrite(r.msgs), r.perNodeWrite(r.concerned),
+		float64(r.msgs)/float64(r.cfg.nodes)/r.seconds(), r.perNodeWrite(r.msgs), r.perNodeWrite(r.concerned), r.perNodeWrite(r.untouched),
 		float64(r.other)/float64(r.cfg.nodes)/r.seconds(), float64(r.redisReads)/r.seconds(),
-		100*r.cpuBusy, 100*r.cpuQuiet, r.cpuPerWrite().Round(100*time.Nanosecond),
+		100*r.cpuBusy, 100*r.cpuQuiet, r.cpuPerWrite().Round(100*time.Nanosecond), 100*r.fleetCPU,
 		r.quantile(0.5).Round(10*time.Microsecond), r.quantile(0.99).Round(10*time.Microsecond), len(r.lat))
 }
 
 func scaleTable(runs []scaleRun) string {
 	var b strings.Builder
-	b.WriteString("| nodes | mode | writes/s (Sets + fills) | msgs per node per s | msgs per node per write | of which held/waited | other msgs per node per s | redis CPU busy | reads only | CPU per write | invalidation p50 | p99 |\n")
-	b.WriteString("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| nodes | mode | writes/s | msgs per node per s | per node per write | about keys held/waited | about keys never asked for | probes per node per s | redis CPU | reads only | redis CPU per write | fleet CPU | invalidation p50 | p99 |\n")
+	b.WriteString("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range runs {
-		fmt.Fprintf(&b, "| %d | %s | %.0f | %.1f | %.3f | %.4f | %.2f | %.0f%% | %.0f%% | %v | %v | %v |\n",
+		fmt.Fprintf(&b, "| %d | %s | %.0f | %.1f | %.4f | %.4f | %.4f | %.1f | %.1f%% | %.1f%% | %v | %.0f%% | %v | %v |\n",
 			r.cfg.nodes, r.mode, float64(r.writes+r.fills)/r.seconds(),
-			float64(r.msgs)/float64(r.cfg.nodes)/r.seconds(), r.perNodeWrite(r.msgs), r.perNodeWrite(r.concerned),
+			float64(r.msgs)/float64(r.cfg.nodes)/r.seconds(), r.perNodeWrite(r.msgs), r.perNodeWrite(r.concerned), r.perNodeWrite(r.untouched),
 			float64(r.other)/float64(r.cfg.nodes)/r.seconds(),
-			100*r.cpuBusy, 100*r.cpuQuiet, r.cpuPerWrite().Round(100*time.Nanosecond),
+			100*r.cpuBusy, 100*r.cpuQuiet, r.cpuPerWrite().Round(time.Microsecond), 100*r.fleetCPU,
 			r.quantile(0.5).Round(10*time.Microsecond), r.quantile(0.99).Round(10*time.Microsecond))
 	}
 	return b.String()
