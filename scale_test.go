@@ -7,7 +7,8 @@ package stampede
 //
 //	STAMPEDE_SCALE=1 go test -run '^TestScale$' -v -timeout 60m .
 //
-// STAMPEDE_SCALE may also list the fleet sizes (STAMPEDE_SCALE=10,50).
+// STAMPEDE_SCALE may also list the fleet sizes (STAMPEDE_SCALE=10,50), and
+// STAMPEDE_SCALE_MODES the modes (STAMPEDE_SCALE_MODES=tracking).
 
 import (
 	"context"
@@ -35,6 +36,7 @@ type scaleConfig struct {
 	hotWrites   float64       // share of writes that go to a hot key
 	readsPerSec int           // per node
 	writesPerS  int           // for the whole fleet
+	unread      bool          // writes go to keys no node reads, not to the mix
 	warm, quiet time.Duration // reads only: to fill L1, then to measure the server's cost of reads alone
 	measure     time.Duration // reads and writes
 	opts        Options
@@ -71,6 +73,7 @@ type scaleRun struct {
 	untouched  int64
 	other      int64
 	fleetCPU   float64 // this process's CPU seconds per second while measuring
+	stats      Stats   // the fleet's counters at the end, summed
 	cpuQuiet   float64 // redis-server CPU seconds per second, reads only
 	cpuBusy    float64 // ... reads and writes
 	lat        []time.Duration
@@ -93,18 +96,25 @@ func TestScale(t *testing.T) {
 			sizes = append(sizes, n)
 		}
 	}
-	var runs []scaleRun
-	for _, n := range sizes {
-		for _, mode := range scaleModes() {
-			cfg := defaultScale(n)
-			mode.apply(&cfg.opts)
-			r := runScale(t, cfg)
-			r.mode = mode.name
-			t.Log(r.line())
-			runs = append(runs, r)
+	for _, unread := range []bool{false, true} {
+		var runs []scaleRun
+		for _, n := range sizes {
+			for _, mode := range scaleModes() {
+				cfg := defaultScale(n)
+				cfg.unread = unread
+				mode.apply(&cfg.opts)
+				r := runScale(t, cfg)
+				r.mode = mode.name
+				t.Log(r.line())
+				runs = append(runs, r)
+			}
 		}
+		what := "writes to the key mix the nodes read"
+		if unread {
+			what = "writes to keys no node reads"
+		}
+		t.Logf("scale: table, %s\n%s", what, scaleTable(runs))
 	}
-	t.Log("scale: table\n" + scaleTable(runs))
 }
 
 // scaleMode is a way of invalidating L1 that the scenario compares.
@@ -113,11 +123,24 @@ type scaleMode struct {
 	apply func(*Options)
 }
 
+// scaleModes returns the modes to compare: both, or those named in
+// STAMPEDE_SCALE_MODES (broadcast,tracking).
 func scaleModes() []scaleMode {
-	return []scaleMode{
+	all := []scaleMode{
 		{"broadcast", func(o *Options) { o.Invalidation = InvalidateBroadcast }},
 		{"tracking", func(o *Options) { o.Invalidation = InvalidateTracking }},
 	}
+	only := os.Getenv("STAMPEDE_SCALE_MODES")
+	if only == "" {
+		return all
+	}
+	var modes []scaleMode
+	for _, m := range all {
+		if slices.Contains(strings.Split(only, ","), m.name) {
+			modes = append(modes, m)
+		}
+	}
+	return modes
 }
 
 func runScale(t *testing.T, cfg scaleConfig) scaleRun {
@@ -263,6 +286,9 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 			case <-time.After(time.Until(next)):
 			}
 			k := key(cfg.hotWrites)
+			if cfg.unread {
+				k = fmt.Sprintf("w%05d", rand.IntN(cfg.keys))
+			}
 			writesAt.Store(k, time.Now())
 			if err := nodes[rand.IntN(len(nodes))].c.Set(ctx, k, "w"); err == nil {
 				writes.Add(1)
@@ -290,6 +316,12 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 		cpuBusy: (c3 - c2) / t3.Sub(t2).Seconds(), redisReads: calls1 - calls0,
 		fleetCPU: (p3 - p2).Seconds() / t3.Sub(t2).Seconds()}
 	for _, n := range nodes {
+		st := n.c.Stats()
+		r.stats.Loads += st.Loads
+		r.stats.RedisErrors += st.RedisErrors
+		r.stats.LocalFlushes += st.LocalFlushes
+		r.stats.LocalHits += st.LocalHits
+		r.stats.RedisHits += st.RedisHits
 		r.msgs += n.msgs.Load()
 		r.concerned += n.concerned.Load()
 		r.untouched += n.untouched.Load()
@@ -383,12 +415,17 @@ func (r scaleRun) quantile(q float64) time.Duration {
 }
 
 func (r scaleRun) line() string {
-	return fmt.Sprintf("scale: %d nodes, %s: %.0f Sets/s + %.0f fills/s, %.0f Gets/s; per node %.1f msgs/s (%.4f per write: %.4f about a key it held or waited for, %.4f about a key it was never asked for), %.1f probes/s; redis %.0f commands/s, CPU %.1f%% busy, %.1f%% reads only, %v per write; fleet process CPU %.0f%%; invalidation p50 %v p99 %v (%d samples)",
-		r.cfg.nodes, r.mode, float64(r.writes)/r.seconds(), float64(r.fills)/r.seconds(), float64(r.reads)/r.seconds(),
+	what := "mix"
+	if r.cfg.unread {
+		what = "unread keys"
+	}
+	return fmt.Sprintf("scale: %d nodes, %s, writes to %s: %.0f Sets/s + %.0f fills/s, %.0f Gets/s; per node %.1f msgs/s (%.4f per write: %.4f about a key it held or waited for, %.4f about a key it was never asked for), %.1f probes/s; redis %.0f commands/s, CPU %.1f%% busy, %.1f%% reads only, %v per write; fleet process CPU %.0f%%; invalidation p50 %v p99 %v (%d samples); fleet totals: %d L1 hits, %d Redis hits, %d loads, %d Redis errors, %d L1 flushes",
+		r.cfg.nodes, r.mode, what, float64(r.writes)/r.seconds(), float64(r.fills)/r.seconds(), float64(r.reads)/r.seconds(),
 		float64(r.msgs)/float64(r.cfg.nodes)/r.seconds(), r.perNodeWrite(r.msgs), r.perNodeWrite(r.concerned), r.perNodeWrite(r.untouched),
 		float64(r.other)/float64(r.cfg.nodes)/r.seconds(), float64(r.redisReads)/r.seconds(),
 		100*r.cpuBusy, 100*r.cpuQuiet, r.cpuPerWrite().Round(100*time.Nanosecond), 100*r.fleetCPU,
-		r.quantile(0.5).Round(10*time.Microsecond), r.quantile(0.99).Round(10*time.Microsecond), len(r.lat))
+		r.quantile(0.5).Round(10*time.Microsecond), r.quantile(0.99).Round(10*time.Microsecond), len(r.lat),
+		r.stats.LocalHits, r.stats.RedisHits, r.stats.Loads, r.stats.RedisErrors, r.stats.LocalFlushes)
 }
 
 func scaleTable(runs []scaleRun) string {

@@ -50,6 +50,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede/internal/bounded"
+	"github.com/stampede-go/stampede/internal/lua"
 )
 
 // invalidateChannel is where Redis sends a RESP2 subscriber the tracking
@@ -70,17 +71,18 @@ type tracker struct {
 
 	subName   string // CLIENT SETNAME of this node's subscriptions
 	probeChan string // where this node's probes go
-	checkKey  string // the key New's check writes
 
 	mu     sync.Mutex           // guards subs and closed
 	subs   map[string]*trackSub // this node's subscription on each server, by address
 	closed bool                 // no new subscriptions
 
-	data      atomic.Pointer[dataClient] // the client for tracked reads
-	checked   chan struct{}              // closed when the check key's invalidation arrives
-	checkOnce sync.Once
-	probeSeq  atomic.Uint64
-	probing   atomic.Bool // a probe is on its way
+	data     atomic.Pointer[dataClient] // the client for tracked reads
+	probeSeq atomic.Uint64
+	probing  atomic.Bool // a probe is on its way
+
+	checkMu   sync.Mutex      // guards checkWant
+	checkWant map[string]bool // New's check keys whose invalidation has yet to come
+	checked   chan struct{}   // closed when checkWant is empty
 }
 
 // trackSub is this node's subscription on one server: where the tracking
@@ -153,11 +155,12 @@ func (c *Cache[V]) startTracking() error {
 	t := &tracker{
 		subName:   "stampede-" + c.nodeID,
 		probeChan: c.opts.Namespace + ":probe:" + c.nodeID,
-		// No cache key has an empty hash tag: this one is nobody's.
-		checkKey: c.opts.Namespace + ":{}:check:" + c.nodeID,
-		subs:     make(map[string]*trackSub),
-		checked:  make(chan struct{}),
+		subs:      make(map[string]*trackSub),
+		checked:   make(chan struct{}),
 	}
+	// No cache key has an empty hash tag: these are nobody's.
+	script, multi := c.opts.Namespace+":{}:check-script:"+c.nodeID, c.opts.Namespace+":{}:check-multi:"+c.nodeID
+	t.checkWant = map[string]bool{script: true, multi: true}
 	switch r := c.rdb.(type) {
 	case *redis.ClusterClient:
 		o := *r.Options()
@@ -183,23 +186,31 @@ func (c *Cache[V]) startTracking() error {
 	// Until the check passes, c.trk stays nil and everything started here
 	// goes through t.
 	t.data.Store(c.newDataClient(t))
+	// Read a key the ways reads go to L1, from a script (lock.lua) and in
+	// MULTI (readRedis), then write both as another node would.
 	err := bounded.Call(ctx, limit, c.ctxDeadlines, func(ctx context.Context) error {
 		d := t.data.Load()
-		pipe := d.rdb.TxPipeline()
-		pipe.Get(ctx, t.checkKey)
-		pipe.Set(ctx, t.checkKey, "1", time.Second)
-		_, err := pipe.Exec(ctx)
-		if errors.Is(err, redis.Nil) {
-			err = nil
+		if err := lua.TrackCheck.Run(ctx, d.rdb, []string{script}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
 		}
-		return err
+		pipe := d.rdb.TxPipeline()
+		pipe.Get(ctx, multi)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		for _, k := range []string{script, multi} {
+			if err := c.rdb.Set(ctx, k, "1", time.Second).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err == nil {
 		timer := time.NewTimer(limit)
 		select {
 		case <-t.checked:
 		case <-timer.C:
-			err = fmt.Errorf("%w: a tracked key's invalidation did not arrive within %v", errNoTracking, limit)
+			err = fmt.Errorf("%w: the invalidation of keys read with tracking on did not arrive within %v", errNoTracking, limit)
 		}
 		timer.Stop()
 	}
@@ -439,9 +450,7 @@ func (c *Cache[V]) onInvalidate(t *tracker, keys []string) {
 	for _, rk := range keys {
 		key, lock, ok := c.cacheKeyOf(rk)
 		if !ok {
-			if rk == t.checkKey {
-				t.checkOnce.Do(func() { close(t.checked) })
-			}
+			t.checkedKey(rk)
 			continue
 		}
 		c.stats.messages.Add(1)
@@ -451,6 +460,18 @@ func (c *Cache[V]) onInvalidate(t *tracker, keys []string) {
 		// A lease dropped or a value written: either way, waiters look
 		// again.
 		c.waiters.notify(key)
+	}
+}
+
+// checkedKey records the invalidation of a key of New's check.
+func (t *tracker) checkedKey(rk string) {
+	t.checkMu.Lock()
+	defer t.checkMu.Unlock()
+	if t.checkWant[rk] {
+		delete(t.checkWant, rk)
+		if len(t.checkWant) == 0 {
+			close(t.checked)
+		}
 	}
 }
 
