@@ -8,7 +8,8 @@ package stampede
 //	STAMPEDE_SCALE=1 go test -run '^TestScale$' -v -timeout 60m .
 //
 // STAMPEDE_SCALE may also list the fleet sizes (STAMPEDE_SCALE=10,50), and
-// STAMPEDE_SCALE_MODES the modes (STAMPEDE_SCALE_MODES=tracking).
+// STAMPEDE_SCALE_MODES the modes (STAMPEDE_SCALE_MODES=tracking), and
+// STAMPEDE_SCALE_WRITES the writes (mix or unread; both by default).
 
 import (
 	"context"
@@ -96,7 +97,14 @@ func TestScale(t *testing.T) {
 			sizes = append(sizes, n)
 		}
 	}
-	for _, unread := range []bool{false, true} {
+	scenarios := []bool{false, true}
+	switch os.Getenv("STAMPEDE_SCALE_WRITES") {
+	case "mix":
+		scenarios = []bool{false}
+	case "unread":
+		scenarios = []bool{true}
+	}
+	for _, unread := range scenarios {
 		var runs []scaleRun
 		for _, n := range sizes {
 			for _, mode := range scaleModes() {
