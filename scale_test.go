@@ -75,6 +75,7 @@ type scaleRun struct {
 	other      int64
 	fleetCPU   float64 // this process's CPU seconds per second while measuring
 	stats      Stats   // the fleet's counters at the end, summed
+	tracked    string  // the server's tracking table at the end (INFO stats) and its memory
 	cpuQuiet   float64 // redis-server CPU seconds per second, reads only
 	cpuBusy    float64 // ... reads and writes
 	lat        []time.Duration
@@ -259,15 +260,18 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 		}
 		return total
 	}
-	calls := func() int64 {
-		info := admin.Info(ctx, "stats").Val()
+	field := func(section, name string) string {
+		info := admin.Info(ctx, section).Val()
 		for _, l := range strings.Split(info, "\r\n") {
-			if v, ok := strings.CutPrefix(l, "total_commands_processed:"); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				return n
+			if v, ok := strings.CutPrefix(l, name+":"); ok {
+				return v
 			}
 		}
-		return 0
+		return ""
+	}
+	calls := func() int64 {
+		n, _ := strconv.ParseInt(field("stats", "total_commands_processed"), 10, 64)
+		return n
 	}
 
 	time.Sleep(cfg.warm)
@@ -314,6 +318,8 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 	time.Sleep(cfg.measure)
 	c3, t3, p3 := cpu(), time.Now(), processCPU()
 	loads1, calls1 := loads(), calls()
+	tracked := fmt.Sprintf("%s keys, %s (key, connection) pairs; used_memory %s", field("stats", "tracking_total_keys"),
+		field("stats", "tracking_total_items"), field("memory", "used_memory_human"))
 	close(wstop)
 	wwg.Wait()
 	counting.Store(false)
@@ -322,7 +328,7 @@ func runScale(t *testing.T, cfg scaleConfig) scaleRun {
 
 	r := scaleRun{cfg: cfg, writes: writes.Load(), fills: loads1 - loads0, reads: reads.Load(), cpuQuiet: cpuQuiet,
 		cpuBusy: (c3 - c2) / t3.Sub(t2).Seconds(), redisReads: calls1 - calls0,
-		fleetCPU: (p3 - p2).Seconds() / t3.Sub(t2).Seconds()}
+		fleetCPU: (p3 - p2).Seconds() / t3.Sub(t2).Seconds(), tracked: tracked}
 	for _, n := range nodes {
 		st := n.c.Stats()
 		r.stats.Loads += st.Loads
@@ -427,13 +433,13 @@ func (r scaleRun) line() string {
 	if r.cfg.unread {
 		what = "unread keys"
 	}
-	return fmt.Sprintf("scale: %d nodes, %s, writes to %s: %.0f Sets/s + %.0f fills/s, %.0f Gets/s; per node %.1f msgs/s (%.4f per write: %.4f about a key it held or waited for, %.4f about a key it was never asked for), %.1f probes/s; redis %.0f commands/s, CPU %.1f%% busy, %.1f%% reads only, %v per write; fleet process CPU %.0f%%; invalidation p50 %v p99 %v (%d samples); fleet totals: %d L1 hits, %d Redis hits, %d loads, %d Redis errors, %d L1 flushes",
+	return fmt.Sprintf("scale: %d nodes, %s, writes to %s: %.0f Sets/s + %.0f fills/s, %.0f Gets/s; per node %.1f msgs/s (%.4f per write: %.4f about a key it held or waited for, %.4f about a key it was never asked for), %.1f probes/s; redis %.0f commands/s, CPU %.1f%% busy, %.1f%% reads only, %v per write; fleet process CPU %.0f%%; invalidation p50 %v p99 %v (%d samples); fleet totals: %d L1 hits, %d Redis hits, %d loads, %d Redis errors, %d L1 flushes; tracking table: %s",
 		r.cfg.nodes, r.mode, what, float64(r.writes)/r.seconds(), float64(r.fills)/r.seconds(), float64(r.reads)/r.seconds(),
 		float64(r.msgs)/float64(r.cfg.nodes)/r.seconds(), r.perNodeWrite(r.msgs), r.perNodeWrite(r.concerned), r.perNodeWrite(r.untouched),
 		float64(r.other)/float64(r.cfg.nodes)/r.seconds(), float64(r.redisReads)/r.seconds(),
 		100*r.cpuBusy, 100*r.cpuQuiet, r.cpuPerWrite().Round(100*time.Nanosecond), 100*r.fleetCPU,
 		r.quantile(0.5).Round(10*time.Microsecond), r.quantile(0.99).Round(10*time.Microsecond), len(r.lat),
-		r.stats.LocalHits, r.stats.RedisHits, r.stats.Loads, r.stats.RedisErrors, r.stats.LocalFlushes)
+		r.stats.LocalHits, r.stats.RedisHits, r.stats.Loads, r.stats.RedisErrors, r.stats.LocalFlushes, r.tracked)
 }
 
 func scaleTable(runs []scaleRun) string {
