@@ -28,19 +28,6 @@ func figure(t *testing.T, format string, a ...any) {
 	t.Logf("fault: %s: %s", t.Name(), fmt.Sprintf(format, a...))
 }
 
-// faultyNode is a node whose connections to srv go through f.
-func faultyNode(t *testing.T, srv *redistest.Server, f *redistest.Faults, opts Options) *Cache[string] {
-	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Dialer: f.Dial})
-	t.Cleanup(func() { _ = rdb.Close() })
-	c, err := New[string](rdb, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
 // realNode is a node with its own client of srv.
 func realNode(t *testing.T, srv *redistest.Server, opts Options) *Cache[string] {
 	t.Helper()
@@ -352,27 +339,24 @@ func TestFaultDroppedFramesBoundedByLocalTTL(t *testing.T) {
 // once Redis is back: values loaded with the circuit open do not outlive
 // the partition.
 func TestFaultCutNodeForgetsWhatItLoadedAlone(t *testing.T) {
-	for _, mode := range []Invalidation{InvalidateBroadcast, InvalidateTracking} {
-		t.Run(mode.String(), func(t *testing.T) {
-			srv := redistest.Start(t)
-			f := redistest.NewFaults()
-			opts := Options{Namespace: "cut", TTL: time.Minute, LocalTTL: time.Minute, BreakerCooldown: 100 * time.Millisecond, Invalidation: mode}
-			node := faultyNode(t, srv, f, opts)
-			other := realNode(t, srv, opts)
-			ctx := context.Background()
-			f.Cut()
-			v, err := node.Get(ctx, "k", func(context.Context, string) (string, error) { return "alone", nil })
-			if err != nil || v != "alone" {
-				t.Fatalf("Get while cut = %q, %v; want the node's own load (fail open)", v, err)
-			}
-			if err := other.Set(ctx, "k", "new"); err != nil {
-				t.Fatal(err)
-			}
-			f.Heal()
-			took := converge(t, node, []string{"k"}, "new", 5*time.Second)
-			figure(t, "value loaded while cut replaced by the fleet's %v after the cut healed", took.Round(time.Millisecond))
-		})
-	}
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		f := redistest.NewFaults()
+		opts := Options{Namespace: "cut", TTL: time.Minute, LocalTTL: time.Minute, BreakerCooldown: 100 * time.Millisecond, Invalidation: mode}
+		node := tg.node(t, f, opts)
+		other := tg.node(t, nil, opts)
+		ctx := context.Background()
+		f.Cut()
+		v, err := node.Get(ctx, "k", func(context.Context, string) (string, error) { return "alone", nil })
+		if err != nil || v != "alone" {
+			t.Fatalf("Get while cut = %q, %v; want the node's own load (fail open)", v, err)
+		}
+		if err := other.Set(ctx, "k", "new"); err != nil {
+			t.Fatal(err)
+		}
+		f.Heal()
+		took := converge(t, node, []string{"k"}, "new", 5*time.Second)
+		figure(t, "value loaded while cut replaced by the fleet's %v after the cut healed", took.Round(time.Millisecond))
+	})
 }
 
 // On a Ring, the scripts publish on the key's shard: a node hears every
@@ -548,13 +532,16 @@ func TestFaultRedisHung(t *testing.T) {
 // an open circuit for every key on the node. A lease key that never
 // expires does not block its key forever.
 func TestFaultWrongTypeKeys(t *testing.T) {
-	srv := redistest.Start(t)
-	opts := Options{Namespace: "wt", LockTTL: 300 * time.Millisecond, WaitTimeout: time.Minute, LocalCapacity: -1}
+	onTargets(t, wrongTypeKeys)
+}
+
+func wrongTypeKeys(t *testing.T, tg target, mode Invalidation) {
+	opts := Options{Namespace: "wt", LockTTL: 300 * time.Millisecond, WaitTimeout: time.Minute, LocalCapacity: -1, Invalidation: mode}
 	nodes := make([]*Cache[string], 5)
 	for i := range nodes {
-		nodes[i] = realNode(t, srv, opts)
+		nodes[i] = tg.node(t, nil, opts)
 	}
-	admin := srv.Client(t)
+	admin := tg.client(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, cmd := range [][]any{
@@ -595,55 +582,54 @@ func TestFaultWrongTypeKeys(t *testing.T) {
 // Close while Sets and Deletes are running: no panic, no hang, each write
 // either lands or returns ErrClosed.
 func TestFaultCloseDuringWrites(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	for _, withRedis := range []bool{true, false} {
-		rounds := 20
-		if !withRedis {
-			rounds = 200 // writes to L1 alone are fast: many more chances to race
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		closeDuringWrites(t, tg.client(t, nil), mode, 20)
+		figure(t, "20 Closes during 8 writers each: no panic, no hang")
+	})
+	t.Run("no Redis", func(t *testing.T) {
+		// Writes to L1 alone are fast: many more chances to race.
+		closeDuringWrites(t, nil, InvalidateAuto, 200)
+		figure(t, "200 Closes during 8 writers each: no panic, no hang")
+	})
+}
+
+func closeDuringWrites(t *testing.T, rdb redis.UniversalClient, mode Invalidation, rounds int) {
+	for round := range rounds {
+		c, err := New[string](rdb, Options{Namespace: "closing", Invalidation: mode})
+		if err != nil {
+			t.Fatal(err)
 		}
-		for round := range rounds {
-			var r redis.UniversalClient
-			if withRedis {
-				r = rdb
-			}
-			c, err := New[string](r, Options{Namespace: "closing"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var wg sync.WaitGroup
-			var bad atomic.Value
-			for g := range 8 {
-				wg.Go(func() {
-					for i := 0; ; i++ {
-						key := fmt.Sprintf("k%d", (g*7+i)%16)
-						var err error
-						if i%3 == 0 {
-							err = c.Delete(context.Background(), key)
-						} else {
-							err = c.Set(context.Background(), key, "v")
-						}
-						if errors.Is(err, ErrClosed) {
-							return
-						}
-						if err != nil {
-							bad.Store(err)
-							return
-						}
+		var wg sync.WaitGroup
+		var bad atomic.Value
+		for g := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					key := fmt.Sprintf("k%d", (g*7+i)%16)
+					var err error
+					if i%3 == 0 {
+						err = c.Delete(context.Background(), key)
+					} else {
+						err = c.Set(context.Background(), key, "v")
 					}
-				})
-			}
-			time.Sleep(time.Duration(round%5) * time.Millisecond)
-			if err := c.Close(); err != nil {
-				t.Fatal(err)
-			}
-			waitOrFail(t, &wg, 10*time.Second, "writers after Close")
-			if err, _ := bad.Load().(error); err != nil {
-				t.Fatalf("a write failed with %v, want nil or ErrClosed", err)
-			}
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+					if err != nil {
+						bad.Store(err)
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitOrFail(t, &wg, 10*time.Second, "writers after Close")
+		if err, _ := bad.Load().(error); err != nil {
+			t.Fatalf("a write failed with %v, want nil or ErrClosed", err)
 		}
 	}
-	figure(t, "220 Closes during 8 writers each: no panic, no hang")
 }
 
 // Redis killed mid-stampede and restarted: every caller is answered, with
@@ -693,56 +679,53 @@ func TestFaultRedisKilledMidStampede(t *testing.T) {
 // callers are answered within the library's own deadlines, and once healed
 // it serves what the rest of the fleet wrote meanwhile.
 func TestFaultPartitionedNode(t *testing.T) {
-	for _, mode := range []Invalidation{InvalidateBroadcast, InvalidateTracking} {
-		t.Run(mode.String(), func(t *testing.T) {
-			srv := redistest.Start(t)
-			f := redistest.NewFaults()
-			opts := Options{Namespace: "part", TTL: time.Minute, LocalTTL: time.Minute, BreakerCooldown: 200 * time.Millisecond, Invalidation: mode}
-			node := faultyNode(t, srv, f, opts)
-			other := realNode(t, srv, opts)
-			keys := keyRange("k", 20)
-			fillL1(t, other, []*Cache[string]{node}, keys, "old")
-			ctx := context.Background()
-			f.Partition()
-			for _, k := range keys {
-				if err := other.Set(ctx, k, "new"); err != nil {
-					t.Fatal(err)
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		f := redistest.NewFaults()
+		opts := Options{Namespace: "part", TTL: time.Minute, LocalTTL: time.Minute, BreakerCooldown: 200 * time.Millisecond, Invalidation: mode}
+		node := tg.node(t, f, opts)
+		other := tg.node(t, nil, opts)
+		keys := keyRange("k", 20)
+		fillL1(t, other, []*Cache[string]{node}, keys, "old")
+		ctx := context.Background()
+		f.Partition()
+		for _, k := range keys {
+			if err := other.Set(ctx, k, "new"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Callers on the partitioned node keep being answered, and within a
+		// bound they stop being served the L1 copies it can no longer check.
+		var worst time.Duration
+		start := time.Now()
+		for {
+			old := 0
+			for _, k := range keys[:3] {
+				gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				t0 := time.Now()
+				v, err := node.Get(gctx, k, func(context.Context, string) (string, error) { return "alone", nil })
+				cancel()
+				if err != nil {
+					t.Fatalf("Get on the partitioned node = %v", err)
+				}
+				worst = max(worst, time.Since(t0))
+				if v == "old" {
+					old++
 				}
 			}
-			// Callers on the partitioned node keep being answered, and within a
-			// bound they stop being served the L1 copies it can no longer check.
-			var worst time.Duration
-			start := time.Now()
-			for {
-				old := 0
-				for _, k := range keys[:3] {
-					gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					t0 := time.Now()
-					v, err := node.Get(gctx, k, func(context.Context, string) (string, error) { return "alone", nil })
-					cancel()
-					if err != nil {
-						t.Fatalf("Get on the partitioned node = %v", err)
-					}
-					worst = max(worst, time.Since(t0))
-					if v == "old" {
-						old++
-					}
-				}
-				if old == 0 {
-					break
-				}
-				if time.Since(start) > 8*time.Second {
-					t.Fatalf("the partitioned node still serves its L1 copies %v into the partition", time.Since(start).Round(time.Millisecond))
-				}
-				time.Sleep(10 * time.Millisecond)
+			if old == 0 {
+				break
 			}
-			unsure := time.Since(start)
-			f.Heal()
-			took := converge(t, node, keys, "new", 5*time.Second)
-			figure(t, "partitioned node: L1 copies served for %v into the partition, slowest Get %v; after healing, all %d keys new in %v",
-				unsure.Round(time.Millisecond), worst.Round(time.Millisecond), len(keys), took.Round(time.Millisecond))
-		})
-	}
+			if time.Since(start) > 8*time.Second {
+				t.Fatalf("the partitioned node still serves its L1 copies %v into the partition", time.Since(start).Round(time.Millisecond))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		unsure := time.Since(start)
+		f.Heal()
+		took := converge(t, node, keys, "new", 5*time.Second)
+		figure(t, "partitioned node: L1 copies served for %v into the partition, slowest Get %v; after healing, all %d keys new in %v",
+			unsure.Round(time.Millisecond), worst.Round(time.Millisecond), len(keys), took.Round(time.Millisecond))
+	})
 }
 
 // The node holding the rebuild lease is killed mid-load: the fleet waits

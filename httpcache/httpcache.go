@@ -57,6 +57,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 		LocalCapacity:   opts.LocalCapacity,
 		LocalTTL:        opts.LocalTTL,
 		BreakerCooldown: opts.BreakerCooldown,
+		Invalidation:    opts.Invalidation,
 		Codec:           codec{},
 		OnError:         opts.OnError,
 	})

@@ -85,6 +85,10 @@ type Options struct {
 	// (the core's L1). Memory use is bounded by LocalCapacity × MaxBodySize.
 	// Default: 1,000. Negative: none.
 	LocalCapacity int
+	// Invalidation is how one process's stores and purges reach the others'
+	// memory; see stampede.Options.Invalidation. Default:
+	// stampede.InvalidateAuto.
+	Invalidation stampede.Invalidation
 
 	// ErrorHandler writes the response when there is no response to give:
 	// the handler panicked or wrote an incomplete response, or its run timed
