@@ -76,6 +76,8 @@ type tracker struct {
 	subs   map[string]*trackSub // this node's subscription on each server, by address
 	closed bool                 // no new subscriptions
 
+	stopped atomic.Bool // the last data client is retired, with no successor
+
 	data     atomic.Pointer[dataClient] // the client for tracked reads
 	probeSeq atomic.Uint64
 	probing  atomic.Bool // a probe is on its way
@@ -137,9 +139,20 @@ func (c *Cache[V]) readClient() (redis.UniversalClient, *dataClient) {
 	if c.trk == nil {
 		return c.rdb, nil
 	}
+	return c.trk.reader()
+}
+
+// reader returns the current data client, referenced. A client that cannot
+// be referenced any more has been replaced, unless tracking stopped: then
+// calls on it fail with redis.ErrClosed, as the cache is closing.
+func (t *tracker) reader() (redis.UniversalClient, *dataClient) {
 	for {
-		if d := c.trk.data.Load(); d.acquire() {
+		d := t.data.Load()
+		if d.acquire() {
 			return d.rdb, d
+		}
+		if t.stopped.Load() {
+			return d.rdb, nil
 		}
 	}
 }
@@ -189,11 +202,12 @@ func (c *Cache[V]) startTracking() error {
 	// Read a key the ways reads go to L1, from a script (lock.lua) and in
 	// MULTI (readRedis), then write both as another node would.
 	err := bounded.Call(ctx, limit, c.ctxDeadlines, func(ctx context.Context) error {
-		d := t.data.Load()
-		if err := lua.TrackCheck.Run(ctx, d.rdb, []string{script}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		rdb, d := t.reader()
+		defer d.release()
+		if err := lua.TrackCheck.Run(ctx, rdb, []string{script}).Err(); err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
-		pipe := d.rdb.TxPipeline()
+		pipe := rdb.TxPipeline()
 		pipe.Get(ctx, multi)
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return err
@@ -245,6 +259,8 @@ func (c *Cache[V]) stopTracking(t *tracker) error {
 	for _, s := range subs {
 		err = errors.Join(err, s.client.Close())
 	}
+	// closed is set: renewData stores no successor to this one.
+	t.stopped.Store(true)
 	d := t.data.Load()
 	d.retired.Store(true)
 	d.release()
@@ -429,7 +445,13 @@ func (c *Cache[V]) confirmTracking(s *trackSub) {
 // renewData replaces the data client; the old one closes once its calls
 // are done.
 func (c *Cache[V]) renewData(t *tracker) {
+	t.mu.Lock()
+	if t.closed { // stopTracking retires the current one: no successor
+		t.mu.Unlock()
+		return
+	}
 	old := t.data.Swap(c.newDataClient(t))
+	t.mu.Unlock()
 	old.retired.Store(true)
 	old.release()
 }
