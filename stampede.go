@@ -213,7 +213,8 @@ func (c *Cache[V]) Fetch(ctx context.Context, key string, load func(ctx context.
 
 // Set stores v under key in Redis and L1, drops any rebuild lease so that a
 // rebuild already in flight cannot overwrite v with older data (invariant 2),
-// and evicts key from L1 on every other node.
+// and evicts key from L1 on every other node. In tracking mode
+// (Options.Invalidation) v goes to L1 when the next Get reads it back.
 func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	if err := checkKey(key, c.opts.MaxKeyLen); err != nil {
 		return err
