@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // WaitPolicy says what a caller does when another node's rebuild has not
@@ -95,6 +97,13 @@ type Options struct {
 	// and tells only those, where the client and server allow it; else
 	// every node hears every write). See Invalidation.
 	Invalidation Invalidation
+	// OnClient, if set, is called with every client the cache makes of
+	// its own (in tracking mode: the client of the reads Redis tracks, made
+	// again whenever a subscription reconnects, and one client per
+	// server's subscription), before the cache uses it: to add the hooks or
+	// instrumentation the client passed to New has, which the cache cannot
+	// copy. Default: nil.
+	OnClient func(redis.UniversalClient)
 	// OnError, if set, receives errors nobody else sees: failed background
 	// refreshes (the callers were already served a stale or fresh copy),
 	// lease renewal errors, undecodable entries. Default: nil (counted in

@@ -124,6 +124,13 @@ func (d *dataClient) acquire() bool {
 	}
 }
 
+// retire drops the reference of the current client: d closes once its
+// calls are done, and its connections closing flush nothing.
+func (d *dataClient) retire() {
+	d.retired.Store(true)
+	d.release()
+}
+
 // release drops a reference taken by readClient; nil (the user's own
 // client, in broadcast mode) has none.
 func (d *dataClient) release() {
@@ -261,9 +268,7 @@ func (c *Cache[V]) stopTracking(t *tracker) error {
 	}
 	// closed is set: renewData stores no successor to this one.
 	t.stopped.Store(true)
-	d := t.data.Load()
-	d.retired.Store(true)
-	d.release()
+	t.data.Load().retire()
 	return err
 }
 
@@ -276,6 +281,7 @@ func (c *Cache[V]) newDataClient(t *tracker) *dataClient {
 		o := *t.single
 		c.trackedOptions(t, &o, d, t.single)
 		d.rdb = redis.NewClient(&o)
+		c.onClient(d.rdb)
 		return d
 	}
 	o := *t.cluster
@@ -293,7 +299,15 @@ func (c *Cache[V]) newDataClient(t *tracker) *dataClient {
 		return newClient(no)
 	}
 	d.rdb = redis.NewClusterClient(&o)
+	c.onClient(d.rdb)
 	return d
+}
+
+// onClient hands a client the cache made to Options.OnClient.
+func (c *Cache[V]) onClient(rdb redis.UniversalClient) {
+	if c.opts.OnClient != nil {
+		c.opts.OnClient(rdb)
+	}
 }
 
 // trackedOptions turns o, the options of a client of one server, into
@@ -393,6 +407,7 @@ func (c *Cache[V]) trackSub(t *tracker, addr string, base *redis.Options) *track
 	}
 	t.mu.Unlock()
 	if s != nil && !seen {
+		c.onClient(s.client)
 		c.watch(func(ctx context.Context) *redis.PubSub {
 			return s.client.Subscribe(ctx, invalidateChannel, t.probeChan)
 		}, s)
@@ -445,15 +460,16 @@ func (c *Cache[V]) confirmTracking(s *trackSub) {
 // renewData replaces the data client; the old one closes once its calls
 // are done.
 func (c *Cache[V]) renewData(t *tracker) {
+	d := c.newDataClient(t) // outside t.mu: it calls Options.OnClient
 	t.mu.Lock()
 	if t.closed { // stopTracking retires the current one: no successor
 		t.mu.Unlock()
+		d.retire()
 		return
 	}
-	old := t.data.Swap(c.newDataClient(t))
+	old := t.data.Swap(d)
 	t.mu.Unlock()
-	old.retired.Store(true)
-	old.release()
+	old.retire()
 }
 
 // dataConnClosed is called when a connection of d closes: the keys it

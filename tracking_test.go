@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -299,4 +300,47 @@ func TestTrackingAfterRestart(t *testing.T) {
 	if m := reader.Stats().Invalidation; m != InvalidateTracking {
 		t.Fatalf("mode %v", m)
 	}
+}
+
+// Options.OnClient receives the clients the cache makes in tracking mode,
+// so that hooks added there see the reads that go through them, also after
+// a reconnection replaced the client of tracked reads.
+func TestOnClientSeesTrackedReads(t *testing.T) {
+	srv := redistest.Start(t)
+	var made atomic.Int64
+	h := &roundTrips{}
+	opts := Options{Namespace: "onclient", TTL: time.Hour, LocalCapacity: -1, Invalidation: InvalidateTracking,
+		OnClient: func(rdb redis.UniversalClient) {
+			made.Add(1)
+			rdb.AddHook(h)
+		}}
+	c := realNode(t, srv, opts)
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	read := func(what string) {
+		t.Helper()
+		// Once first, so that dialling (OnConnect's commands) is done.
+		if _, err := c.Get(ctx, "k", nil2); err != nil {
+			t.Fatal(err)
+		}
+		h.n.Store(0)
+		if v, err := c.Get(ctx, "k", nil2); err != nil || v != "v" {
+			t.Fatalf("Get = %q, %v", v, err)
+		}
+		if n := h.n.Load(); n != 1 {
+			t.Fatalf("%s: hooks on the clients OnClient received saw %d round trips for a Redis hit, want 1", what, n)
+		}
+	}
+	read("after New")
+	before := made.Load()
+	if before < 2 {
+		t.Fatalf("OnClient called %d times, want the tracked reads' client and the subscription's", before)
+	}
+	if err := srv.Client(t).Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a new client of tracked reads", func() bool { return made.Load() > before })
+	read("after a reconnection")
 }
