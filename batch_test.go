@@ -239,60 +239,114 @@ func (h *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 	}
 }
 
-// Round trips of a GetMany: all in L1, none; all missing, one lease call
-// and one fill per slot group; on a Cluster as on one server.
+// Round trips of a GetMany: all missing, one lease call and one fill per
+// slot group; all in L1, none; on a Cluster as on one server. In tracking
+// mode the values the batch wrote reach L1 only when read back, in one
+// call per slot group.
 func TestGetManyRoundTripsPerSlotGroup(t *testing.T) {
 	for _, bk := range []struct {
 		name string
 		b    func(t testing.TB) backend
 	}{{"redis", realRedis}, {"cluster", cluster}} {
-		t.Run(bk.name, func(t *testing.T) {
-			b := bk.b(t)
-			rdb := b.client(t)
-			c, err := New[string](rdb, Options{Namespace: "rt"})
-			require.NoError(t, err)
-			defer c.Close()
-			ctx := context.Background()
-			l := &batchLoader{}
-			// Load the scripts on every node first: a node that lacks one
-			// answers NOSCRIPT once, and go-redis sends the script itself.
-			for _, sc := range []*redis.Script{lua.LockMany, lua.FillMany} {
-				switch r := rdb.(type) {
-				case *redis.Client:
-					require.NoError(t, sc.Load(ctx, r).Err())
-				case *redis.ClusterClient:
-					require.NoError(t, r.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-						return sc.Load(ctx, m).Err()
-					}))
+		for _, mode := range []Invalidation{InvalidateBroadcast, InvalidateTracking} {
+			t.Run(bk.name+"/"+mode.String(), func(t *testing.T) {
+				b := bk.b(t)
+				rdb := b.client(t)
+				c, err := New[string](rdb, Options{Namespace: "rt", Invalidation: mode})
+				require.NoError(t, err)
+				defer c.Close()
+				ctx := context.Background()
+				l := &batchLoader{}
+				// Load the scripts on every node first: a node that lacks one
+				// answers NOSCRIPT once, and go-redis sends the script itself.
+				for _, sc := range []*redis.Script{lua.LockMany, lua.FillMany} {
+					switch r := rdb.(type) {
+					case *redis.Client:
+						require.NoError(t, sc.Load(ctx, r).Err())
+					case *redis.ClusterClient:
+						require.NoError(t, r.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+							return sc.Load(ctx, m).Err()
+						}))
+					}
 				}
-			}
-			keys := keyRange("key", 60)
-			slots := map[uint16]bool{}
+				keys := keyRange("key", 60)
+				slots := map[uint16]bool{}
+				for _, k := range keys {
+					slots[slot(c.valueKey(k))] = true
+				}
+				groups := 1
+				if bk.name == "cluster" {
+					groups = len(slots)
+				}
+				h := &pipelineCounter{}
+				hookAll(c, h)
+				got, err := c.GetMany(ctx, keys, l.load)
+				require.NoError(t, err)
+				require.Len(t, got, len(keys))
+				require.EqualValues(t, 2*groups, h.n.Load(), "all missing: a lease call and a fill per slot group (%d groups)", groups)
+				if mode == InvalidateTracking {
+					// The fills' own invalidations (value and lease keys,
+					// tracked by the lease call's reads) come on the
+					// subscription; one arriving after the read-back
+					// would evict what it read.
+					require.Eventually(t, func() bool { return c.Stats().Messages >= uint64(2*len(keys)) },
+						3*time.Second, time.Millisecond, "the fills' invalidations arrive")
+					h.n.Store(0)
+					_, err = c.GetMany(ctx, keys, l.load)
+					require.NoError(t, err)
+					require.EqualValues(t, groups, h.n.Load(), "tracking, own fills read back: one call per slot group")
+					c.l1.Wait() // L1 applies what reads put there asynchronously
+				}
+				h.n.Store(0)
+				_, err = c.GetMany(ctx, keys, l.load)
+				require.NoError(t, err)
+				require.Zero(t, h.n.Load(), "all in L1: no round trip")
+				require.Len(t, l.calls, 1, "one loader call per batch")
+				sort.Strings(l.calls[0])
+				require.Equal(t, keys, l.calls[0])
+			})
+		}
+	}
+}
+
+// In tracking mode a value a GetMany read into L1 leaves it when another
+// node writes it: the batch's reads are tracked like a Get's.
+func TestGetManyTrackedReadsAreInvalidated(t *testing.T) {
+	for _, b := range []func(testing.TB) backend{realRedis, cluster} {
+		b := b(t)
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			opts := Options{Namespace: "mtrk", TTL: time.Hour, LocalTTL: time.Hour, Invalidation: InvalidateTracking}
+			nodes := fleet(t, b, 2, opts)
+			keys := keyRange("k", 20)
 			for _, k := range keys {
-				slots[slot(c.valueKey(k))] = true
+				require.NoError(t, nodes[1].Set(ctx, k, "old"))
 			}
-			groups := 1
-			if bk.name == "cluster" {
-				groups = len(slots)
-			}
-			h := &pipelineCounter{}
-			switch r := rdb.(type) {
-			case *redis.Client:
-				r.AddHook(h)
-			case *redis.ClusterClient:
-				r.AddHook(h)
-			}
-			got, err := c.GetMany(ctx, keys, l.load)
+			l := &batchLoader{}
+			got, err := nodes[0].GetMany(ctx, keys, l.load)
 			require.NoError(t, err)
-			require.Len(t, got, len(keys))
-			require.EqualValues(t, 2*groups, h.n.Load(), "all missing: a lease call and a fill per slot group (%d groups)", groups)
-			h.n.Store(0)
-			_, err = c.GetMany(ctx, keys, l.load)
+			nodes[0].l1.Wait()
+			for _, k := range keys {
+				require.Equal(t, "old", got[k])
+				require.NotNil(t, nodes[0].getL1(k), "%s read by GetMany is in L1", k)
+			}
+			for _, k := range keys {
+				require.NoError(t, nodes[1].Set(ctx, k, "new"))
+			}
+			require.Eventually(t, func() bool {
+				for _, k := range keys {
+					if nodes[0].getL1(k) != nil {
+						return false
+					}
+				}
+				return true
+			}, 3*time.Second, 5*time.Millisecond, "the other node's Sets evict what GetMany read")
+			got, err = nodes[0].GetMany(ctx, keys, l.load)
 			require.NoError(t, err)
-			require.Zero(t, h.n.Load(), "all in L1: no round trip")
-			require.Len(t, l.calls, 1, "one loader call per batch")
-			sort.Strings(l.calls[0])
-			require.Equal(t, keys, l.calls[0])
+			for _, k := range keys {
+				require.Equal(t, "new", got[k])
+			}
+			require.Empty(t, l.calls, "no loads: every value was in Redis")
 		})
 	}
 }

@@ -186,8 +186,10 @@ func (b *batch[V]) lockMany(ctx context.Context, token string, keys []string, pe
 		}
 		var res []any
 		err := c.call(ctx, g.keys[0], limit, func(ctx context.Context) error {
+			rdb, d := c.groupReader(g)
+			defer d.release()
 			var err error
-			res, err = lua.LockMany.Run(ctx, g.rdb, redisKeys, args...).Slice()
+			res, err = lua.LockMany.Run(ctx, rdb, redisKeys, args...).Slice()
 			return err
 		})
 		if err != nil || len(res) != len(g.keys) {
@@ -518,7 +520,8 @@ func (b *batch[V]) loadAndFill(ctx context.Context, token string, keys []string,
 					c.note(ctx, EventWriteBackRejected, k)
 				}
 			}
-			if o.e != nil && (stored || ferr != nil) { // a refused write-back means newer data exists
+			// A refused write-back means newer data exists.
+			if o.e != nil && (stored || ferr != nil) && c.keepsOwnWrites() {
 				c.store(k, o.e, gens[k])
 			}
 			if stored {

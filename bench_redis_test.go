@@ -47,7 +47,8 @@ func BenchmarkRedisHit(b *testing.B) {
 	}
 }
 
-// roundTrips counts commands and pipelines sent by a client.
+// roundTrips counts commands and pipelines sent by a client, but for the
+// PUBLISH of tracking mode's probes, which no Get waits for.
 type roundTrips struct{ n atomic.Int64 }
 
 func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook {
@@ -56,7 +57,9 @@ func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook {
 
 func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
+		if cmd.Name() != "publish" {
+			h.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
@@ -87,7 +90,7 @@ func TestMissThatWinsTheLeaseTakesThreeRoundTrips(t *testing.T) {
 			t.Fatal(err)
 		}
 		h := &roundTrips{}
-		rdb.AddHook(h)
+		hookAll(c, h)
 		if _, err := c.Get(ctx, "cold", load); err != nil {
 			t.Fatal(err)
 		}

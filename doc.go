@@ -19,10 +19,12 @@
 //     still holds, then publishes "filled". Nodes that lost wait for that
 //     message, re-checking every 50 ms in case it was missed.
 //   - Set and Delete drop the lease, so a rebuild that started before them
-//     can never overwrite their data, and evict L1 on every node. Messages
-//     are numbered per sender and the subscription is pinged, so a node
-//     that may have missed one flushes its L1; Options.LocalTTL bounds the
-//     rest.
+//     can never overwrite their data, and evict L1 on every node that holds
+//     the key. Where it can, Redis itself tracks which node read which key
+//     and tells only those (Options.Invalidation); elsewhere every node
+//     hears every write. Lost messages show (numbered messages, a probe of
+//     the node's own, a pinged subscription) and flush L1;
+//     Options.LocalTTL bounds the rest.
 //   - Redis down is not an outage: Gets fall back to L1, single-flight and
 //     the loader, and a circuit breaker keeps a dead Redis from costing a
 //     timeout per request. Every Redis call runs under a deadline the
@@ -53,8 +55,10 @@
 // A Get's way through the pipeline is in read.go (L1, the Redis read, the
 // lease and the wait) and load.go (the loader call, the fenced write-back,
 // background refreshes); stale.go judges freshness and serves stale copies
-// and XFetch; local.go is L1, notify.go the pub/sub subscription and the
-// waiters, gaps.go the detection of lost messages, breaker.go the circuit
+// and XFetch; local.go is L1, notify.go the pub/sub subscriptions and the
+// waiters, gaps.go the detection of lost messages, invalidation.go the
+// choice between broadcast and tracking, tracking.go tracking mode's
+// clients, subscriptions and probes, breaker.go the circuit
 // breaker, rediscall.go the Redis calls under the library's deadline,
 // flight.go the in-process single-flight and the one place user code is
 // called and its panics caught. The Locker is distlock.go, lockdo.go,

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,12 +29,48 @@ func figure(t *testing.T, format string, a ...any) {
 	t.Logf("fault: %s: %s", t.Name(), fmt.Sprintf(format, a...))
 }
 
-// faultyNode is a node whose connections to srv go through f.
-func faultyNode(t *testing.T, srv *redistest.Server, f *redistest.Faults, opts Options) *Cache[string] {
+// realNode is a node with its own client of srv.
+func realNode(t *testing.T, srv *redistest.Server, opts Options) *Cache[string] {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Dialer: f.Dial})
+	return newCache[string](t, backend{name: "redis", srv: srv}, opts)
+}
+
+// target is where a fault test runs: a real server, or a real Cluster.
+type target struct {
+	srv *redistest.Server
+	cl  *redistest.Cluster
+}
+
+// onTargets runs fn on a real server in each invalidation mode, and on a
+// real Cluster in tracking mode.
+func onTargets(t *testing.T, fn func(t *testing.T, tg target, mode Invalidation)) {
+	t.Run("broadcast", func(t *testing.T) { fn(t, target{srv: redistest.Start(t)}, InvalidateBroadcast) })
+	t.Run("tracking", func(t *testing.T) { fn(t, target{srv: redistest.Start(t)}, InvalidateTracking) })
+	t.Run("tracking-cluster", func(t *testing.T) { fn(t, target{cl: redistest.StartCluster(t)}, InvalidateTracking) })
+}
+
+// client returns a new client of the target, its connections going through
+// f when f is not nil.
+func (tg target) client(t *testing.T, f *redistest.Faults) redis.UniversalClient {
+	t.Helper()
+	var dial func(context.Context, string, string) (net.Conn, error)
+	if f != nil {
+		dial = f.Dial
+	}
+	var rdb redis.UniversalClient
+	if tg.cl != nil {
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: tg.cl.Addrs(), Dialer: dial})
+	} else {
+		rdb = redis.NewClient(&redis.Options{Addr: tg.srv.Addr(), Dialer: dial})
+	}
 	t.Cleanup(func() { _ = rdb.Close() })
-	c, err := New[string](rdb, opts)
+	return rdb
+}
+
+// node is a node with a client of its own, through f when f is not nil.
+func (tg target) node(t *testing.T, f *redistest.Faults, opts Options) *Cache[string] {
+	t.Helper()
+	c, err := New[string](tg.client(t, f), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,10 +78,18 @@ func faultyNode(t *testing.T, srv *redistest.Server, f *redistest.Faults, opts O
 	return c
 }
 
-// realNode is a node with its own client of srv.
-func realNode(t *testing.T, srv *redistest.Server, opts Options) *Cache[string] {
-	t.Helper()
-	return newCache[string](t, backend{name: "redis", srv: srv}, opts)
+// servers returns a client of each server of the target.
+func (tg target) servers(t *testing.T) []*redis.Client {
+	if tg.cl == nil {
+		return []*redis.Client{tg.srv.Client(t)}
+	}
+	var cs []*redis.Client
+	for _, a := range tg.cl.Addrs() {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		t.Cleanup(func() { _ = c.Close() })
+		cs = append(cs, c)
+	}
+	return cs
 }
 
 // fill makes every node hold key=val for every key, in L1.
@@ -131,14 +176,21 @@ func (h *scriptDelay) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 // A node's own Set or Delete never leaves the old value in its own L1, even
 // when its own Gets read Redis while the write is on its way.
 func TestFaultOwnWriteNeverLeavesOldL1(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	rdb.AddHook(&scriptDelay{shas: map[string]bool{lua.Write.Hash(): true}, delay: 10 * time.Millisecond})
-	c, err := New[string](rdb, Options{Namespace: "own", TTL: time.Minute, LocalTTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		rdb := tg.client(t, nil)
+		rdb.AddHook(&scriptDelay{shas: map[string]bool{lua.Write.Hash(): true}, delay: 10 * time.Millisecond})
+		c, err := New[string](rdb, Options{Namespace: "own", TTL: time.Minute, LocalTTL: time.Minute, Invalidation: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ownWrites(t, c)
+	})
+}
+
+// ownWrites writes c's key k while c's own Gets read it, and fails if a
+// write leaves the old value in c's L1.
+func ownWrites(t *testing.T, c *Cache[string]) {
 	ctx := context.Background()
 	var loads atomic.Int64
 	load := func(context.Context, string) (string, error) {
@@ -188,97 +240,124 @@ func TestFaultOwnWriteNeverLeavesOldL1(t *testing.T) {
 }
 
 // A Set published while a node's subscription is reconnecting still reaches
-// that node's L1: a resubscription flushes it.
+// that node's L1: a resubscription flushes it. In tracking mode the node's
+// tracked connections then redirect to the new subscription: a Set after
+// the reconnection reaches it too.
 func TestFaultPubSubReconnect(t *testing.T) {
-	srv := redistest.Start(t)
-	opts := Options{Namespace: "resub", TTL: time.Minute, LocalTTL: time.Minute}
-	reader, writer := realNode(t, srv, opts), realNode(t, srv, opts)
-	keys := keyRange("k", 100)
-	fillL1(t, writer, []*Cache[string]{reader}, keys, "old")
-	ctx := context.Background()
-	admin := srv.Client(t)
-	if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		if err := writer.Set(ctx, k, "new"); err != nil {
-			t.Fatal(err)
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		opts := Options{Namespace: "resub", TTL: time.Minute, LocalTTL: time.Minute, Invalidation: mode}
+		reader, writer := tg.node(t, nil, opts), tg.node(t, nil, opts)
+		keys := keyRange("k", 100)
+		fillL1(t, writer, []*Cache[string]{reader}, keys, "old")
+		ctx := context.Background()
+		for _, admin := range tg.servers(t) {
+			if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	stale := len(staleKeys(reader, keys, "new"))
-	took := converge(t, reader, keys, "new", 3*time.Second)
-	figure(t, "%d of %d keys old right after the Sets; all new after %v", stale, len(keys), took.Round(time.Millisecond))
+		for _, k := range keys {
+			if err := writer.Set(ctx, k, "new"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stale := len(staleKeys(reader, keys, "new"))
+		took := converge(t, reader, keys, "new", 3*time.Second)
+		// The reader holds every key again, read after the reconnection.
+		fillL1(t, writer, []*Cache[string]{reader}, keys, "again")
+		for _, k := range keys {
+			if err := writer.Set(ctx, k, "after"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		after := converge(t, reader, keys, "after", 3*time.Second)
+		figure(t, "%d of %d keys old right after the Sets; all new after %v; Sets after the reconnection reached L1 in %v",
+			stale, len(keys), took.Round(time.Millisecond), after.Round(time.Millisecond))
+	})
 }
 
-// Pub/sub frames lost with the connection up: the next message from the same
-// publisher shows a gap, and the node flushes its L1.
+// Pub/sub frames lost with the connection up. In broadcast mode the next
+// message from the same publisher shows a gap, and the node flushes its
+// L1. In tracking mode a node hears nothing about keys it does not hold,
+// so no later message can show the loss: its own probe, lost as well,
+// flushes L1 within probeEvery + probeWait while frames are being lost.
 func TestFaultDroppedFrames(t *testing.T) {
-	srv := redistest.Start(t)
-	f := redistest.NewFaults()
-	opts := Options{Namespace: "drop", TTL: time.Minute, LocalTTL: time.Minute}
-	reader := faultyNode(t, srv, f, opts)
-	writer := realNode(t, srv, opts)
-	keys := keyRange("k", 100)
-	fillL1(t, writer, []*Cache[string]{reader}, keys, "old")
-	ctx := context.Background()
-	f.DropPubSub(true)
-	for _, k := range keys {
-		if err := writer.Set(ctx, k, "new"); err != nil {
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		f := redistest.NewFaults()
+		opts := Options{Namespace: "drop", TTL: time.Minute, LocalTTL: time.Minute, Invalidation: mode}
+		reader := tg.node(t, f, opts)
+		writer := tg.node(t, nil, opts)
+		keys := keyRange("k", 100)
+		fillL1(t, writer, []*Cache[string]{reader}, keys, "old")
+		ctx := context.Background()
+		f.DropPubSub(true)
+		for _, k := range keys {
+			if err := writer.Set(ctx, k, "new"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 5*time.Second, "frames dropped", func() bool { return f.Dropped() >= int64(len(keys)) })
+		if mode == InvalidateTracking {
+			// Frames keep being lost: the probe is what notices.
+			stale := len(staleKeys(reader, keys, "new"))
+			took := converge(t, reader, keys, "new", 5*time.Second)
+			f.DropPubSub(false)
+			figure(t, "%d frames dropped, %d of %d keys old; all new %v later, frames still dropped (probe every %v, lost after %v)",
+				f.Dropped(), stale, len(keys), took.Round(time.Millisecond), probeEvery, probeWait)
+			return
+		}
+		f.DropPubSub(false)
+		stale := len(staleKeys(reader, keys, "new"))
+		if err := writer.Set(ctx, "other", "x"); err != nil {
 			t.Fatal(err)
 		}
-	}
-	eventually(t, 5*time.Second, "frames dropped", func() bool { return f.Dropped() >= int64(len(keys)) })
-	f.DropPubSub(false)
-	stale := len(staleKeys(reader, keys, "new"))
-	if err := writer.Set(ctx, "other", "x"); err != nil {
-		t.Fatal(err)
-	}
-	took := converge(t, reader, keys, "new", 5*time.Second)
-	figure(t, "%d frames dropped, %d of %d keys old; all new %v after the next message", f.Dropped(), stale, len(keys), took.Round(time.Millisecond))
+		took := converge(t, reader, keys, "new", 5*time.Second)
+		figure(t, "%d frames dropped, %d of %d keys old; all new %v after the next message", f.Dropped(), stale, len(keys), took.Round(time.Millisecond))
+	})
 }
 
 // With nothing else published, lost invalidations are bounded by LocalTTL.
 func TestFaultDroppedFramesBoundedByLocalTTL(t *testing.T) {
-	srv := redistest.Start(t)
-	f := redistest.NewFaults()
-	opts := Options{Namespace: "dropttl", TTL: time.Minute, LocalTTL: 500 * time.Millisecond}
-	reader := faultyNode(t, srv, f, opts)
-	writer := realNode(t, srv, opts)
-	keys := keyRange("k", 20)
-	fillL1(t, writer, []*Cache[string]{reader}, keys, "old")
-	f.DropPubSub(true)
-	set := time.Now()
-	for _, k := range keys {
-		if err := writer.Set(context.Background(), k, "new"); err != nil {
-			t.Fatal(err)
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		f := redistest.NewFaults()
+		opts := Options{Namespace: "dropttl", TTL: time.Minute, LocalTTL: 500 * time.Millisecond, Invalidation: mode}
+		reader := tg.node(t, f, opts)
+		writer := tg.node(t, nil, opts)
+		keys := keyRange("k", 20)
+		fillL1(t, writer, []*Cache[string]{reader}, keys, "old")
+		f.DropPubSub(true)
+		set := time.Now()
+		for _, k := range keys {
+			if err := writer.Set(context.Background(), k, "new"); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	took := converge(t, reader, keys, "new", 5*time.Second)
-	figure(t, "all %d keys new %v after the lost Sets (LocalTTL %v)", len(keys), time.Since(set).Round(time.Millisecond), opts.LocalTTL)
-	_ = took
+		converge(t, reader, keys, "new", 5*time.Second)
+		figure(t, "all %d keys new %v after the lost Sets (LocalTTL %v)", len(keys), time.Since(set).Round(time.Millisecond), opts.LocalTTL)
+	})
 }
 
 // A node cut off from Redis serves what it loaded itself, and forgets it
 // once Redis is back: values loaded with the circuit open do not outlive
 // the partition.
 func TestFaultCutNodeForgetsWhatItLoadedAlone(t *testing.T) {
-	srv := redistest.Start(t)
-	f := redistest.NewFaults()
-	opts := Options{Namespace: "cut", TTL: time.Minute, LocalTTL: time.Minute, BreakerCooldown: 100 * time.Millisecond}
-	node := faultyNode(t, srv, f, opts)
-	other := realNode(t, srv, opts)
-	ctx := context.Background()
-	f.Cut()
-	v, err := node.Get(ctx, "k", func(context.Context, string) (string, error) { return "alone", nil })
-	if err != nil || v != "alone" {
-		t.Fatalf("Get while cut = %q, %v; want the node's own load (fail open)", v, err)
-	}
-	if err := other.Set(ctx, "k", "new"); err != nil {
-		t.Fatal(err)
-	}
-	f.Heal()
-	took := converge(t, node, []string{"k"}, "new", 5*time.Second)
-	figure(t, "value loaded while cut replaced by the fleet's %v after the cut healed", took.Round(time.Millisecond))
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		f := redistest.NewFaults()
+		opts := Options{Namespace: "cut", TTL: time.Minute, LocalTTL: time.Minute, BreakerCooldown: 100 * time.Millisecond, Invalidation: mode}
+		node := tg.node(t, f, opts)
+		other := tg.node(t, nil, opts)
+		ctx := context.Background()
+		f.Cut()
+		v, err := node.Get(ctx, "k", func(context.Context, string) (string, error) { return "alone", nil })
+		if err != nil || v != "alone" {
+			t.Fatalf("Get while cut = %q, %v; want the node's own load (fail open)", v, err)
+		}
+		if err := other.Set(ctx, "k", "new"); err != nil {
+			t.Fatal(err)
+		}
+		f.Heal()
+		took := converge(t, node, []string{"k"}, "new", 5*time.Second)
+		figure(t, "value loaded while cut replaced by the fleet's %v after the cut healed", took.Round(time.Millisecond))
+	})
 }
 
 // On a Ring, the scripts publish on the key's shard: a node hears every
@@ -454,13 +533,16 @@ func TestFaultRedisHung(t *testing.T) {
 // an open circuit for every key on the node. A lease key that never
 // expires does not block its key forever.
 func TestFaultWrongTypeKeys(t *testing.T) {
-	srv := redistest.Start(t)
-	opts := Options{Namespace: "wt", LockTTL: 300 * time.Millisecond, WaitTimeout: time.Minute, LocalCapacity: -1}
+	onTargets(t, wrongTypeKeys)
+}
+
+func wrongTypeKeys(t *testing.T, tg target, mode Invalidation) {
+	opts := Options{Namespace: "wt", LockTTL: 300 * time.Millisecond, WaitTimeout: time.Minute, LocalCapacity: -1, Invalidation: mode}
 	nodes := make([]*Cache[string], 5)
 	for i := range nodes {
-		nodes[i] = realNode(t, srv, opts)
+		nodes[i] = tg.node(t, nil, opts)
 	}
-	admin := srv.Client(t)
+	admin := tg.client(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, cmd := range [][]any{
@@ -501,55 +583,54 @@ func TestFaultWrongTypeKeys(t *testing.T) {
 // Close while Sets and Deletes are running: no panic, no hang, each write
 // either lands or returns ErrClosed.
 func TestFaultCloseDuringWrites(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	for _, withRedis := range []bool{true, false} {
-		rounds := 20
-		if !withRedis {
-			rounds = 200 // writes to L1 alone are fast: many more chances to race
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		closeDuringWrites(t, tg.client(t, nil), mode, 20)
+		figure(t, "20 Closes during 8 writers each: no panic, no hang")
+	})
+	t.Run("no Redis", func(t *testing.T) {
+		// Writes to L1 alone are fast: many more chances to race.
+		closeDuringWrites(t, nil, InvalidateAuto, 200)
+		figure(t, "200 Closes during 8 writers each: no panic, no hang")
+	})
+}
+
+func closeDuringWrites(t *testing.T, rdb redis.UniversalClient, mode Invalidation, rounds int) {
+	for round := range rounds {
+		c, err := New[string](rdb, Options{Namespace: "closing", Invalidation: mode})
+		if err != nil {
+			t.Fatal(err)
 		}
-		for round := range rounds {
-			var r redis.UniversalClient
-			if withRedis {
-				r = rdb
-			}
-			c, err := New[string](r, Options{Namespace: "closing"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var wg sync.WaitGroup
-			var bad atomic.Value
-			for g := range 8 {
-				wg.Go(func() {
-					for i := 0; ; i++ {
-						key := fmt.Sprintf("k%d", (g*7+i)%16)
-						var err error
-						if i%3 == 0 {
-							err = c.Delete(context.Background(), key)
-						} else {
-							err = c.Set(context.Background(), key, "v")
-						}
-						if errors.Is(err, ErrClosed) {
-							return
-						}
-						if err != nil {
-							bad.Store(err)
-							return
-						}
+		var wg sync.WaitGroup
+		var bad atomic.Value
+		for g := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					key := fmt.Sprintf("k%d", (g*7+i)%16)
+					var err error
+					if i%3 == 0 {
+						err = c.Delete(context.Background(), key)
+					} else {
+						err = c.Set(context.Background(), key, "v")
 					}
-				})
-			}
-			time.Sleep(time.Duration(round%5) * time.Millisecond)
-			if err := c.Close(); err != nil {
-				t.Fatal(err)
-			}
-			waitOrFail(t, &wg, 10*time.Second, "writers after Close")
-			if err, _ := bad.Load().(error); err != nil {
-				t.Fatalf("a write failed with %v, want nil or ErrClosed", err)
-			}
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+					if err != nil {
+						bad.Store(err)
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitOrFail(t, &wg, 10*time.Second, "writers after Close")
+		if err, _ := bad.Load().(error); err != nil {
+			t.Fatalf("a write failed with %v, want nil or ErrClosed", err)
 		}
 	}
-	figure(t, "220 Closes during 8 writers each: no panic, no hang")
 }
 
 // Redis killed mid-stampede and restarted: every caller is answered, with
@@ -599,52 +680,53 @@ func TestFaultRedisKilledMidStampede(t *testing.T) {
 // callers are answered within the library's own deadlines, and once healed
 // it serves what the rest of the fleet wrote meanwhile.
 func TestFaultPartitionedNode(t *testing.T) {
-	srv := redistest.Start(t)
-	f := redistest.NewFaults()
-	opts := Options{Namespace: "part", TTL: time.Minute, LocalTTL: time.Minute, BreakerCooldown: 200 * time.Millisecond}
-	node := faultyNode(t, srv, f, opts)
-	other := realNode(t, srv, opts)
-	keys := keyRange("k", 20)
-	fillL1(t, other, []*Cache[string]{node}, keys, "old")
-	ctx := context.Background()
-	f.Partition()
-	for _, k := range keys {
-		if err := other.Set(ctx, k, "new"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Callers on the partitioned node keep being answered, and within a
-	// bound they stop being served the L1 copies it can no longer check.
-	var worst time.Duration
-	start := time.Now()
-	for {
-		old := 0
-		for _, k := range keys[:3] {
-			gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			t0 := time.Now()
-			v, err := node.Get(gctx, k, func(context.Context, string) (string, error) { return "alone", nil })
-			cancel()
-			if err != nil {
-				t.Fatalf("Get on the partitioned node = %v", err)
-			}
-			worst = max(worst, time.Since(t0))
-			if v == "old" {
-				old++
+	onTargets(t, func(t *testing.T, tg target, mode Invalidation) {
+		f := redistest.NewFaults()
+		opts := Options{Namespace: "part", TTL: time.Minute, LocalTTL: time.Minute, BreakerCooldown: 200 * time.Millisecond, Invalidation: mode}
+		node := tg.node(t, f, opts)
+		other := tg.node(t, nil, opts)
+		keys := keyRange("k", 20)
+		fillL1(t, other, []*Cache[string]{node}, keys, "old")
+		ctx := context.Background()
+		f.Partition()
+		for _, k := range keys {
+			if err := other.Set(ctx, k, "new"); err != nil {
+				t.Fatal(err)
 			}
 		}
-		if old == 0 {
-			break
+		// Callers on the partitioned node keep being answered, and within a
+		// bound they stop being served the L1 copies it can no longer check.
+		var worst time.Duration
+		start := time.Now()
+		for {
+			old := 0
+			for _, k := range keys[:3] {
+				gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				t0 := time.Now()
+				v, err := node.Get(gctx, k, func(context.Context, string) (string, error) { return "alone", nil })
+				cancel()
+				if err != nil {
+					t.Fatalf("Get on the partitioned node = %v", err)
+				}
+				worst = max(worst, time.Since(t0))
+				if v == "old" {
+					old++
+				}
+			}
+			if old == 0 {
+				break
+			}
+			if time.Since(start) > 8*time.Second {
+				t.Fatalf("the partitioned node still serves its L1 copies %v into the partition", time.Since(start).Round(time.Millisecond))
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		if time.Since(start) > 8*time.Second {
-			t.Fatalf("the partitioned node still serves its L1 copies %v into the partition", time.Since(start).Round(time.Millisecond))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	unsure := time.Since(start)
-	f.Heal()
-	took := converge(t, node, keys, "new", 5*time.Second)
-	figure(t, "partitioned node: L1 copies served for %v into the partition, slowest Get %v; after healing, all %d keys new in %v",
-		unsure.Round(time.Millisecond), worst.Round(time.Millisecond), len(keys), took.Round(time.Millisecond))
+		unsure := time.Since(start)
+		f.Heal()
+		took := converge(t, node, keys, "new", 5*time.Second)
+		figure(t, "partitioned node: L1 copies served for %v into the partition, slowest Get %v; after healing, all %d keys new in %v",
+			unsure.Round(time.Millisecond), worst.Round(time.Millisecond), len(keys), took.Round(time.Millisecond))
+	})
 }
 
 // The node holding the rebuild lease is killed mid-load: the fleet waits

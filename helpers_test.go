@@ -202,3 +202,13 @@ func totalStats(cs []*Cache[string]) Stats {
 	}
 	return s
 }
+
+// hookAll adds h to the client c was made with and, in tracking mode, to
+// the client its tracked reads go through (until a resubscription replaces
+// it), so that h sees every call c makes.
+func hookAll[V any](c *Cache[V], h redis.Hook) {
+	c.rdb.AddHook(h)
+	if c.trk != nil {
+		c.trk.data.Load().rdb.AddHook(h)
+	}
+}

@@ -2,6 +2,7 @@ package stampede
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -35,3 +36,22 @@ func (c *Cache[V]) keys(key string) []string {
 }
 
 func pxMillis(d time.Duration) int64 { return max(d.Milliseconds(), 1) }
+
+// cacheKeyOf returns the cache key whose value (valueKey) or lease
+// (lockKey, lock true) the Redis key rk is, for the tracking messages that
+// name Redis keys; ok is false for a key of neither form.
+func (c *Cache[V]) cacheKeyOf(rk string) (key string, lock, ok bool) {
+	ns := c.opts.Namespace
+	if !strings.HasPrefix(rk, ns) || !strings.HasPrefix(rk[len(ns):], ":{") {
+		return "", false, false
+	}
+	rest := rk[len(ns)+2:]
+	// A value key ends with '}', never with "}:lock".
+	if k, ok := strings.CutSuffix(rest, "}:lock"); ok && k != "" {
+		return k, true, true
+	}
+	if k, ok := strings.CutSuffix(rest, "}"); ok && k != "" {
+		return k, false, true
+	}
+	return "", false, false
+}

@@ -113,7 +113,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, key string, ld loader[V], to
 		return Result[V]{}, eerr
 	}
 	stored, ferr := c.fill(ctx, key, token, raw, h.TTL+h.Stale+h.Keep)
-	if stored || ferr != nil { // a refused write-back means newer data exists
+	if (stored || ferr != nil) && c.keepsOwnWrites() { // a refused write-back means newer data exists
 		c.store(key, c.newLocal(v, tombstone, ttl, stl, delta, id), gen)
 	}
 	if stored {

@@ -133,6 +133,9 @@ const (
 	flushLostMessage  = "lost message"   // a gap in another node's messages
 	flushSilent       = "silent"         // the subscription went silent
 	flushCircuit      = "circuit closed" // Redis answered after an outage
+	flushLostProbe    = "lost probe"     // tracking mode: a probe of this node's subscription never came
+	flushUntracked    = "untracked"      // tracking mode: a tracked connection closed, taking what it tracked
+	flushUnreadable   = "unreadable"     // tracking mode: a message that could not be read (FLUSHALL's among them)
 	flushAsked        = "asked"          // FlushLocal
 )
 

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -51,9 +52,11 @@ func (c *Cache[V]) message(kind byte, key string) string {
 	return string(b)
 }
 
-// sub is one subscription of the namespace's channel.
+// sub is one subscription: of the namespace's channel (broadcast mode), or
+// of one server's tracking messages for this node (tracking mode).
 type sub struct {
 	ps      *redis.PubSub
+	t       *trackSub    // nil in broadcast mode
 	heard   atomic.Int64 // when a frame last came (or L1 was last flushed for its silence), on the coarse clock
 	pinging atomic.Bool  // a ping is on its way
 }
@@ -66,7 +69,7 @@ func (c *Cache[V]) subscribe() {
 	if ring != nil {
 		c.watchRing(ring)
 	} else {
-		c.watch(c.rdb.Subscribe)
+		c.watch(c.openChannel(c.rdb.Subscribe), nil)
 	}
 	c.wg.Add(1)
 	go c.guard(ring)
@@ -80,30 +83,48 @@ func (c *Cache[V]) watchRing(ring *redis.Ring) {
 		c.shards[shard] = true
 		c.subMu.Unlock()
 		if !seen {
-			c.watch(shard.Subscribe)
+			c.watch(c.openChannel(shard.Subscribe), nil)
 		}
 		return nil
 	})
 }
 
+// openChannel returns how to subscribe to the namespace's channel with
+// subscribe (a client's or a Ring shard's Subscribe).
+func (c *Cache[V]) openChannel(subscribe func(ctx context.Context, channels ...string) *redis.PubSub) func(context.Context) *redis.PubSub {
+	return func(ctx context.Context) *redis.PubSub { return subscribe(ctx, c.channel) }
+}
+
 // watch opens a subscription with open and reads it on a goroutine of its
-// own until Close. A confirmation of the subscription (the first one, and
-// every one after go-redis reconnected) resyncs: messages sent while the
-// connection was down are lost. A subscription silent for deadAfter is
-// replaced (guard has flushed L1 for it meanwhile).
-func (c *Cache[V]) watch(open func(ctx context.Context, channels ...string) *redis.PubSub) {
-	s := c.openSub(open, nil)
+// own until Close; t is the server's tracking subscription it is, in
+// tracking mode. A confirmation of the subscription after the first one
+// (go-redis reconnected) resyncs: messages sent while the connection was
+// down are lost. A subscription silent for deadAfter is replaced (guard
+// has flushed L1 for it meanwhile).
+func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackSub) {
+	// The channel whose confirmation marks a new connection.
+	primary := c.channel
+	if t != nil {
+		primary = invalidateChannel
+	}
+	s := c.openSub(open, nil, t)
 	if s == nil {
 		return
 	}
 	// Wait for the confirmation, briefly, so a fill right after New is not
 	// missed. If Redis is down, go on: the subscription keeps trying.
 	ctx, cancel := context.WithTimeout(c.closeCtx, time.Second)
-	if _, err := s.ps.Receive(ctx); err != nil {
+	first, err := s.ps.Receive(ctx)
+	if err != nil {
 		c.noteErr(ctx, EventRedisError, "", err)
 	}
 	cancel()
-	c.wg.Add(1)
+	if m, ok := first.(*redis.Subscription); err == nil && ok && t != nil && m.Kind == "subscribe" && m.Channel == primary {
+		c.confirmTracking(t)
+	}
+	if !c.enter() {
+		return // closing: Close closes s
+	}
 	go func() {
 		defer c.wg.Done()
 		last := c.now() // the last frame, for replacing a silent connection
@@ -120,13 +141,20 @@ func (c *Cache[V]) watch(open func(ctx context.Context, channels ...string) *red
 				s.heard.Store(int64(now))
 			case errors.As(err, &ne) && ne.Timeout():
 				if now-last >= deadAfter {
-					if s = c.openSub(open, s); s == nil {
+					if s = c.openSub(open, s, t); s == nil {
 						return
 					}
 					last = now
 				}
 				continue
 			default:
+				if t != nil && !errors.As(err, &ne) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					// A message go-redis could not read on a connection
+					// still up: a tracking message without keys says
+					// "everything" (FLUSHALL), and any other may have
+					// named keys this node holds.
+					c.resync(flushUnreadable)
+				}
 				// The connection broke: go-redis dials again on the next
 				// receive and resubscribes, and the confirmation resyncs.
 				select {
@@ -138,11 +166,23 @@ func (c *Cache[V]) watch(open func(ctx context.Context, channels ...string) *red
 			}
 			switch m := msg.(type) {
 			case *redis.Subscription:
-				if m.Kind == "subscribe" {
+				if m.Kind == "subscribe" && m.Channel == primary {
+					if t != nil {
+						c.confirmTracking(t)
+					}
 					c.resync(flushResubscribed)
 				}
 			case *redis.Message:
-				c.onMessage(m.Payload)
+				switch {
+				case t == nil:
+					c.onMessage(m.Payload)
+				case m.Channel == invalidateChannel && m.PayloadSlice != nil:
+					c.onInvalidate(t.trk, m.PayloadSlice)
+				case m.Channel == invalidateChannel:
+					c.onInvalidate(t.trk, []string{m.Payload})
+				default:
+					t.onProbe(m.Payload)
+				}
 			}
 		}
 	}()
@@ -174,6 +214,9 @@ func (c *Cache[V]) guard(ring *redis.Ring) {
 		if ring != nil && n%int(deadAfter/(quietAfter/2)) == 0 {
 			c.watchRing(ring)
 		}
+		if c.trk != nil && n%int(probeEvery/(quietAfter/2)) == 0 {
+			c.probe(now, &pings)
+		}
 		c.subMu.Lock()
 		subs := make([]*sub, 0, len(c.subs))
 		for s := range c.subs {
@@ -202,7 +245,7 @@ func (c *Cache[V]) guard(ring *redis.Ring) {
 
 // openSub opens a subscription, in place of old if not nil, and registers
 // it for guard and Close. It returns nil once the cache is closed.
-func (c *Cache[V]) openSub(open func(ctx context.Context, channels ...string) *redis.PubSub, old *sub) *sub {
+func (c *Cache[V]) openSub(open func(ctx context.Context) *redis.PubSub, old *sub, t *trackSub) *sub {
 	if old != nil {
 		c.subMu.Lock()
 		delete(c.subs, old)
@@ -213,7 +256,7 @@ func (c *Cache[V]) openSub(open func(ctx context.Context, channels ...string) *r
 		return nil
 	}
 	// Subscribing dials: not under subMu, which guard takes every tick.
-	s := &sub{ps: open(c.closeCtx, c.channel)}
+	s := &sub{ps: open(c.closeCtx), t: t}
 	s.heard.Store(int64(c.now()))
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
@@ -225,11 +268,15 @@ func (c *Cache[V]) openSub(open func(ctx context.Context, channels ...string) *r
 	return s
 }
 
-// closeSubs closes every subscription; their goroutines then return.
+// closeSubs closes every subscription, and in tracking mode the clients
+// behind them; their goroutines then return.
 func (c *Cache[V]) closeSubs() error {
+	var err error
+	if c.trk != nil {
+		err = c.stopTracking(c.trk)
+	}
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
-	var err error
 	for s := range c.subs {
 		err = errors.Join(err, s.ps.Close())
 		delete(c.subs, s)
@@ -250,6 +297,7 @@ func (c *Cache[V]) onMessage(p string) {
 		return
 	}
 	kind, from, key := p[0], p[1:1+nodeIDLen], p[msgHeaderLen:]
+	c.stats.messages.Add(1)
 	evict := false
 	switch kind {
 	case msgFilled, msgInvalidated:

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // WaitPolicy says what a caller does when another node's rebuild has not
@@ -111,6 +113,18 @@ type Options struct {
 	// stack), lost leases, refused write-backs, the circuit opening and
 	// closing, unusable entries, L1 flushes. Default: nil, silent.
 	Logger *slog.Logger
+	// Invalidation is how Sets, Deletes and fills reach the other nodes'
+	// L1. Default: InvalidateAuto (Redis tracks which node read which key
+	// and tells only those, where the client and server allow it; else
+	// every node hears every write). See Invalidation.
+	Invalidation Invalidation
+	// OnClient, if set, is called with every client the cache makes of
+	// its own (in tracking mode: the client of the reads Redis tracks, made
+	// again whenever a subscription reconnects, and one client per
+	// server's subscription), before the cache uses it: to add the hooks or
+	// instrumentation the client passed to New has, which the cache cannot
+	// copy. Default: nil.
+	OnClient func(redis.UniversalClient)
 }
 
 const (
@@ -154,6 +168,9 @@ func (o Options) validate() error {
 	}
 	if o.OnWaitTimeout > WaitReturnError {
 		return bad("unknown OnWaitTimeout %d", o.OnWaitTimeout)
+	}
+	if o.Invalidation > InvalidateTracking {
+		return bad("unknown Invalidation %d", o.Invalidation)
 	}
 	if o.LockTTL != 0 && o.LockTTL < 3*time.Millisecond {
 		return bad("LockTTL %v is too short to renew", o.LockTTL)

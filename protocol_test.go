@@ -102,35 +102,52 @@ func TestXFetchRefreshesEarlyWithL1(t *testing.T) {
 // An invalidation of one key does not cancel another key's L1 fill: a read
 // of a hot key during which another key is written still lands in L1.
 func TestOtherKeysWritesKeepL1Fills(t *testing.T) {
-	srv := redistest.Start(t)
-	opts := Options{Namespace: "gens", TTL: time.Minute, LocalTTL: time.Minute}
-	writer := realNode(t, srv, opts)
-	rdb := srv.Client(t)
-	ctx := context.Background()
-	// Every read of the hot key from Redis sees another key written, and
-	// its invalidation delivered, while the read is on its way.
-	rdb.AddHook(&duringReads{fn: func() {
-		_ = writer.Set(ctx, "other", "x")
-		time.Sleep(20 * time.Millisecond)
-	}})
-	reader, err := New[string](rdb, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	if err := writer.Set(ctx, "hot", "v"); err != nil {
-		t.Fatal(err)
-	}
-	const gets = 10
-	for range gets {
-		if v, err := reader.Get(ctx, "hot", func(context.Context, string) (string, error) { return "loaded", nil }); err != nil || v != "v" {
-			t.Fatalf("Get = %q, %v", v, err)
-		}
-	}
-	// L1 applies writes asynchronously, so a Get right after the fill may
-	// still miss it; without per-key generations none lands at all.
-	if s := reader.Stats(); s.LocalHits < gets/2 {
-		t.Fatalf("%d of %d Gets of an unchanged key served from L1, want most (stats %+v)", s.LocalHits, gets, s)
+	for _, mode := range []Invalidation{InvalidateBroadcast, InvalidateTracking} {
+		t.Run(mode.String(), func(t *testing.T) {
+			srv := redistest.Start(t)
+			opts := Options{Namespace: "gens", TTL: time.Minute, LocalTTL: time.Minute, Invalidation: mode}
+			writer := realNode(t, srv, opts)
+			reader, err := New[string](srv.Client(t), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reader.Close()
+			ctx := context.Background()
+			// Every read of the hot key from Redis sees another key
+			// written, and its invalidation delivered, while the read is
+			// on its way. In tracking mode the reader hears of the other
+			// key only if it read it since its last write: it does so
+			// first.
+			var inHook atomic.Bool
+			hookAll(reader, &duringReads{fn: func() {
+				if !inHook.CompareAndSwap(false, true) {
+					return
+				}
+				defer inHook.Store(false)
+				_, _ = reader.Get(ctx, "other", func(context.Context, string) (string, error) { return "x", nil })
+				_ = writer.Set(ctx, "other", "x")
+				time.Sleep(20 * time.Millisecond)
+			}})
+			if err := writer.Set(ctx, "hot", "v"); err != nil {
+				t.Fatal(err)
+			}
+			const gets = 10
+			for range gets {
+				if v, err := reader.Get(ctx, "hot", func(context.Context, string) (string, error) { return "loaded", nil }); err != nil || v != "v" {
+					t.Fatalf("Get = %q, %v", v, err)
+				}
+			}
+			s := reader.Stats()
+			if s.Messages == 0 {
+				t.Fatalf("no invalidation reached the reader: the test tested nothing (stats %+v)", s)
+			}
+			// L1 applies writes asynchronously, so a Get right after the
+			// fill may still miss it; without per-key generations none
+			// lands at all.
+			if s.LocalHits < gets/2 {
+				t.Fatalf("%d of %d Gets of an unchanged key served from L1, want most (stats %+v)", s.LocalHits, gets, s)
+			}
+		})
 	}
 }
 
@@ -235,10 +252,17 @@ func TestLocalTTLDefaults(t *testing.T) {
 }
 
 // A write-back the lease refused still takes its number in the sender's
-// sequence, so the other nodes see no gap and keep their L1.
+// sequence, so the other nodes see no gap and keep their L1 (and in
+// tracking mode, where there are no numbers, nothing flushes it either).
 func TestRefusedWriteBackLeavesNoGap(t *testing.T) {
+	for _, mode := range []Invalidation{InvalidateBroadcast, InvalidateTracking} {
+		t.Run(mode.String(), func(t *testing.T) { refusedWriteBack(t, mode) })
+	}
+}
+
+func refusedWriteBack(t *testing.T, mode Invalidation) {
 	srv := redistest.Start(t)
-	opts := Options{Namespace: "nogap", LocalCapacity: 100}
+	opts := Options{Namespace: "nogap", LocalCapacity: 100, Invalidation: mode}
 	a, b, observer := realNode(t, srv, opts), realNode(t, srv, opts), realNode(t, srv, opts)
 	ctx := context.Background()
 	if err := a.Set(ctx, "y", "x"); err != nil { // the observer hears a

@@ -116,7 +116,9 @@ func (c *Cache[V]) readRedis(ctx context.Context, key string, ld loader[V]) (*lo
 	// MULTI/EXEC, still one round trip: a write landing between GET and
 	// PTTL would pair an old value with a new entry's TTL.
 	err := c.call(ctx, key, 0, func(ctx context.Context) error {
-		pipe := c.rdb.TxPipeline()
+		rdb, d := c.readClient()
+		defer d.release()
+		pipe := rdb.TxPipeline()
 		get = pipe.Get(ctx, vk)
 		pttlCmd = pipe.PTTL(ctx, vk)
 		_, err := pipe.Exec(ctx)
@@ -363,8 +365,10 @@ func (c *Cache[V]) readOrLock(ctx context.Context, key, token string, known repl
 	for range 2 {
 		var res []any
 		err := c.call(ctx, key, limit, func(ctx context.Context) error {
+			rdb, d := c.readClient()
+			defer d.release()
 			var err error
-			res, err = lua.Lock.Run(ctx, c.rdb, c.keys(key), token, c.opts.LockTTL.Milliseconds(), string(known)).Slice()
+			res, err = lua.Lock.Run(ctx, rdb, c.keys(key), token, c.opts.LockTTL.Milliseconds(), string(known)).Slice()
 			return err
 		})
 		if err != nil {

@@ -122,6 +122,9 @@ type Cache[V any] struct {
 	subs   map[*sub]bool          // open subscriptions, closed by Close
 	shards map[*redis.Client]bool // Ring shards subscribed to
 
+	mode Invalidation // what New chose (tracking.go, invalidation.go)
+	trk  *tracker     // tracking mode's state; nil in broadcast mode
+
 	l1mu sync.Mutex  // orders L1 writes against invalidations
 	gens generations // see setL1
 
@@ -193,7 +196,10 @@ func New[V any](rdb redis.UniversalClient, opts Options) (*Cache[V], error) {
 	}
 	if rdb != nil {
 		c.ctxDeadlines = bounded.HonorsContext(rdb)
-		c.subscribe()
+		if err := c.startInvalidation(); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -282,7 +288,8 @@ func (c *Cache[V]) Fetch(ctx context.Context, key string, load func(ctx context.
 
 // Set stores v under key in Redis and L1, drops any rebuild lease so that a
 // rebuild already in flight cannot overwrite v with older data (invariant 2),
-// and evicts key from L1 on every other node.
+// and evicts key from L1 on every other node. In tracking mode
+// (Options.Invalidation) v goes to L1 when the next Get reads it back.
 func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	if err := checkKey(key, c.opts.MaxKeyLen); err != nil {
 		return err
@@ -309,7 +316,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	// in L1 (invariant 11). v goes to L1 only if nothing else invalidated
 	// key meanwhile: another Set or Delete of this node, whose write may
 	// have landed after this one, or another node's.
-	if after := c.invalidateL1(key); after == before+1 {
+	if after := c.invalidateL1(key); after == before+1 && c.keepsOwnWrites() {
 		c.store(key, c.newLocal(v, false, ttl, stl, 0, id), after)
 	}
 	return nil

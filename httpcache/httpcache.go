@@ -67,6 +67,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 		LocalCost:       entryCost,
 		LocalTTL:        opts.LocalTTL,
 		BreakerCooldown: opts.BreakerCooldown,
+		Invalidation:    opts.Invalidation,
 		Codec:           codec{},
 		Observer:        errorsTo(opts.OnError),
 	})

@@ -107,6 +107,10 @@ type Options struct {
 	// hold: it sizes the in-process cache's admission counters, not its
 	// bound. Default: 10,000. Negative: no responses are kept in memory.
 	LocalCapacity int
+	// Invalidation is how one process's stores and purges reach the others'
+	// memory; see stampede.Options.Invalidation. Default:
+	// stampede.InvalidateAuto.
+	Invalidation stampede.Invalidation
 
 	// ErrorHandler writes the response when there is no response to give:
 	// the handler panicked (err is a *stampede.PanicError) or wrote an

@@ -54,7 +54,7 @@ func hitCases() []hitCase {
 }
 
 func newStampedeNoL1(e env, rdb *redis.Client, load loadFunc) (getter, error) {
-	c, err := stampede.New[string](rdb, stampede.Options{Namespace: e.ns, TTL: e.ttl, LocalCapacity: -1})
+	c, err := stampede.New[string](rdb, stampede.Options{Namespace: e.ns, TTL: e.ttl, LocalCapacity: -1, Invalidation: peersInvalidation})
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,9 @@ var (
 	// Write is Set and Delete: write or delete, drop the lease, publish
 	// (write.lua).
 	Write = redis.NewScript(writeSrc)
+	// TrackCheck reads a key from a script, for New's check that such
+	// reads are tracked (track_check.lua).
+	TrackCheck = redis.NewScript(trackCheckSrc)
 )
 
 // The lease primitives shared by the cache and the Locker.
@@ -67,6 +70,8 @@ var (
 	fillSrc string
 	//go:embed write.lua
 	writeSrc string
+	//go:embed track_check.lua
+	trackCheckSrc string
 	//go:embed extend.lua
 	extendSrc string
 	//go:embed release.lua
