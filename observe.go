@@ -50,7 +50,8 @@ type Event struct {
 // EventKind says what happened.
 type EventKind uint8
 
-// The events. Each is counted in Stats as well, observed or not.
+// The events. Each of the core cache's is counted in Stats as well, observed or
+// not.
 const (
 	EventLocalHit          EventKind = iota + 1 // a fresh value served from this process's L1
 	EventRedisHit                               // a fresh value read from Redis (one read per node, shared by its callers)
@@ -72,12 +73,16 @@ const (
 	EventLocalFlush                             // L1 emptied because invalidations may have been lost (Reason)
 
 	// httpcache's events.
+	// One per request, but EventHTTPNotStored, which goes with the
+	// EventHTTPMiss of the request whose run produced the response. Reason
+	// is Cache-Status's fwd (misses, revalidations) or detail (the others).
+	// They are observed only, not counted in Stats.
 	EventHTTPHit         // a request answered from the cache
-	EventHTTPMiss        // a request that ran the handler
-	EventHTTPStale       // a request answered with a stale copy
-	EventHTTPBypass      // a request the cache does not handle (Reason)
-	EventHTTPNotStored   // a response that is not stored (Reason)
-	EventHTTPRevalidated // a stored response freshened by a 304
+	EventHTTPMiss        // a request answered by a handler run, its own or one it shared (Reason: fwd)
+	EventHTTPStale       // a request answered with a stale copy (Reason: detail)
+	EventHTTPBypass      // a request the cache does not handle (Reason: detail, or "method")
+	EventHTTPNotStored   // a run's response that is not stored (Reason: detail)
+	EventHTTPRevalidated // a request answered with a stored response a 304 freshened (Reason: fwd)
 
 	numEventKinds
 )

@@ -1,10 +1,13 @@
 package httpcache
 
 import (
+	"cmp"
 	"net/http"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/stampede-go/stampede"
 )
 
 // The fwd values of Cache-Status this cache sends (RFC 9211 2.2).
@@ -29,8 +32,13 @@ type cacheStatus struct {
 	detail    string // why: not stored, stale served, bypassed
 }
 
-// member renders cs with the cache's name, parameters in a fixed order.
-func (m *Middleware) member(cs cacheStatus) string {
+// member renders cs, the outcome of r, with the cache's name, parameters
+// in a fixed order, and reports it to the Observer. Every response gets
+// one member.
+func (m *Middleware) member(r *http.Request, cs cacheStatus) string {
+	if m.opts.Observer != nil {
+		m.observe(r, cs)
+	}
 	var buf [128]byte // on the stack: the member is copied out once, as a string
 	b := buf[:0]
 	b = append(b, m.statusName...)
@@ -68,4 +76,30 @@ func (m *Middleware) member(cs cacheStatus) string {
 // it is never appended to in place.
 func addCacheStatus(h http.Header, member string) {
 	h["Cache-Status"] = append(slices.Clip(h["Cache-Status"]), member)
+}
+
+// observe reports the outcome of r to the Observer: one event per request
+// saying how it was answered, and EventHTTPNotStored beside it for the
+// request whose run produced a response that was not stored.
+func (m *Middleware) observe(r *http.Request, cs cacheStatus) {
+	e := stampede.Event{Namespace: m.opts.Namespace, Key: primaryKey(r)}
+	stale := cs.hasTTL && cs.ttl <= 0 // a stale copy served
+	switch {
+	case cs.fwd == fwdBypass || cs.fwd == fwdMethod:
+		e.Kind, e.Reason = stampede.EventHTTPBypass, cmp.Or(cs.detail, cs.fwd)
+	case stale:
+		e.Kind, e.Reason = stampede.EventHTTPStale, cs.detail
+	case cs.hit:
+		e.Kind = stampede.EventHTTPHit
+	case cs.fwdStatus == http.StatusNotModified:
+		e.Kind, e.Reason = stampede.EventHTTPRevalidated, cs.fwd
+	default:
+		e.Kind, e.Reason = stampede.EventHTTPMiss, cs.fwd
+	}
+	ctx := r.Context()
+	m.opts.Observer.Observe(ctx, e)
+	if e.Kind == stampede.EventHTTPMiss && !cs.stored && !cs.collapsed && cs.detail != "" {
+		e.Kind, e.Reason = stampede.EventHTTPNotStored, cs.detail
+		m.opts.Observer.Observe(ctx, e)
+	}
 }

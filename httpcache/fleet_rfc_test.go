@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stampede-go/stampede"
 	"github.com/stampede-go/stampede/internal/redistest"
 )
 
@@ -49,7 +50,12 @@ func TestFleetFarFutureLifetimeReadBack(t *testing.T) {
 			fmt.Fprint(w, "forever")
 		}}
 		var reports atomic.Int64
-		opts := Options{LocalCapacity: -1, OnError: func(key string, err error) { reports.Add(1); t.Log(key, err) }}
+		opts := Options{LocalCapacity: -1, Observer: stampede.ObserverFunc(func(_ context.Context, e stampede.Event) {
+			if e.Err != nil && (e.Kind == stampede.EventCorrupt || e.Kind == stampede.EventLoad || e.Kind == stampede.EventLeaseLost) {
+				reports.Add(1)
+				t.Log(e.Kind, e.Key, e.Err)
+			}
+		})}
 		a := newMW(t, newClient(), opts).Handler(h)
 		b := newMW(t, newClient(), opts).Handler(h)
 		for _, path := range []string{"/expires", "/max-age"} {

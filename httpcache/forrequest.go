@@ -23,7 +23,7 @@ func (m *Middleware) revalidateFor(w http.ResponseWriter, r *http.Request, c *ca
 	c2.finish()
 	switch {
 	case o.stream != nil && o.owner == c2:
-		o.stream.copyTo(w, r, m.member(cacheStatus{fwd: fwd, detail: o.reason}))
+		o.stream.copyTo(w, r, m.member(r, cacheStatus{fwd: fwd, detail: o.reason}))
 		return
 	case errors.Is(o.err, stampede.ErrClosed):
 		m.bypass(w, r, c.next, "closed")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -69,7 +70,8 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 		BreakerCooldown: opts.BreakerCooldown,
 		Invalidation:    opts.Invalidation,
 		Codec:           codec{},
-		Observer:        errorsTo(opts.OnError),
+		Observer:        opts.Observer,
+		Logger:          opts.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -181,7 +183,7 @@ func singleRange(lines []string) bool {
 // forward hands the request to next with the ResponseWriter untouched, so
 // Flush, Hijack and Unwrap keep working.
 func (m *Middleware) forward(w http.ResponseWriter, r *http.Request, next http.Handler, cs cacheStatus) {
-	addCacheStatus(w.Header(), m.member(cs))
+	addCacheStatus(w.Header(), m.member(r, cs))
 	next.ServeHTTP(w, r)
 }
 
@@ -252,19 +254,11 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, c *call, key
 	}
 }
 
-// errorsTo passes the core's errors that no request sees to onError.
-func errorsTo(onError func(key string, err error)) stampede.Observer {
-	if onError == nil {
-		return nil
+// failedWrite reports an invalidation or a Vary record that could not be
+// written: no request sees it.
+func (m *Middleware) failedWrite(ctx context.Context, what, key string, err error) {
+	if m.opts.Logger != nil {
+		m.opts.Logger.LogAttrs(ctx, slog.LevelWarn, "httpcache: "+what+" failed",
+			slog.String("namespace", m.opts.Namespace), slog.String("key", key), slog.Any("error", err))
 	}
-	return stampede.ObserverFunc(func(_ context.Context, e stampede.Event) {
-		switch e.Kind {
-		case stampede.EventCorrupt, stampede.EventLeaseLost:
-			onError(e.Key, e.Err)
-		case stampede.EventLoad:
-			if e.Err != nil && (e.Reason == stampede.LoadRefresh || e.Reason == stampede.LoadEarly) {
-				onError(e.Key, e.Err)
-			}
-		}
-	})
 }

@@ -16,7 +16,7 @@ import (
 // invalidation happens before the status line goes out, so a client that
 // reads its own write finds the entry gone.
 func (m *Middleware) serveUnsafe(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	addCacheStatus(w.Header(), m.member(cacheStatus{fwd: fwdMethod}))
+	addCacheStatus(w.Header(), m.member(r, cacheStatus{fwd: fwdMethod}))
 	iw := &invalidator{ResponseWriter: w, m: m, r: r}
 	next.ServeHTTP(iw, r)
 	iw.check(http.StatusOK) // a handler that wrote nothing answered 200
@@ -66,7 +66,7 @@ func (iw *invalidator) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (iw *invalidator) Unwrap() http.ResponseWriter { return iw.ResponseWriter }
 
 // invalidate deletes the GET entries of r's URL and of the same-origin
-// URLs its response points to. Failures go to Options.OnError.
+// URLs its response points to. Failures go to Options.Logger.
 func (m *Middleware) invalidate(r *http.Request, resp http.Header) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), invalidateTimeout)
 	defer cancel()
@@ -88,8 +88,8 @@ func (m *Middleware) invalidate(r *http.Request, resp http.Header) {
 		keys = append(keys, primaryKeyOf(scheme, u.Host, u))
 	}
 	for _, k := range keys {
-		if err := m.cache.Delete(ctx, k); err != nil && m.opts.OnError != nil {
-			m.opts.OnError(k, err)
+		if err := m.cache.Delete(ctx, k); err != nil {
+			m.failedWrite(ctx, "invalidation after an unsafe request", k, err)
 		}
 	}
 }

@@ -60,8 +60,8 @@ func (c *call) load(ctx context.Context, key string, prev stampede.Prev[*entry])
 		if !slices.Equal(e.vary, c.variant.vary) {
 			// The origin varies on other fields now: drop the record, so
 			// the next request stores one with the new names.
-			if err := m.cache.Delete(ctx, c.primary); err != nil && m.opts.OnError != nil {
-				m.opts.OnError(c.primary, err)
+			if err := m.cache.Delete(ctx, c.primary); err != nil {
+				m.failedWrite(ctx, "dropping a Vary record", c.primary, err)
 			}
 			return m.pass("vary-changed")
 		}
@@ -77,8 +77,8 @@ func (c *call) load(ctx context.Context, key string, prev stampede.Prev[*entry])
 	vk := variantKey(key, rec.gen, e.vary, o.req)
 	if _, err := m.cache.Fetch(ctx, vk, func(context.Context, string) (*entry, stampede.Entry, error) {
 		return e, o.ent, nil
-	}); err != nil && m.opts.OnError != nil {
-		m.opts.OnError(vk, err)
+	}); err != nil {
+		m.failedWrite(ctx, "storing a variant", vk, err)
 	}
 	// The record outlives any one variant and is never refreshed: a
 	// refresh would draw a new generation and orphan every other variant.

@@ -2,6 +2,7 @@ package httpcache
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"strings"
@@ -119,9 +120,18 @@ type Options struct {
 	// response that must be revalidated and could not be
 	// (ErrRevalidationFailed, RFC 9111 4.2.4), with the status text as body.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
-	// OnError receives errors no request sees: failed background refreshes,
-	// failed invalidations, undecodable entries. Default: nil.
-	OnError func(key string, err error)
+	// Observer, if set, sees every request's outcome (EventHTTPHit,
+	// EventHTTPStale, EventHTTPMiss, EventHTTPRevalidated, EventHTTPBypass,
+	// EventHTTPNotStored, with the Cache-Status fwd or detail as Reason)
+	// and every event of the core cache beneath (loads, waits, leases,
+	// Redis errors; see stampede.Event). Default: nil.
+	Observer stampede.Observer
+	// Logger, if set, gets what an operator should read: the core's events
+	// (failed background revalidations, handler panics with their stack,
+	// Redis going away; see stampede.Options.Logger) and the invalidations
+	// and Vary records that could not be written. Requests themselves are
+	// not logged. Default: nil, silent.
+	Logger *slog.Logger
 }
 
 const (

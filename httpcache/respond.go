@@ -75,7 +75,7 @@ func (m *Middleware) serveOwn(w http.ResponseWriter, r *http.Request, c *call, o
 	fwd := o.fwd(c)
 	switch {
 	case o.stream != nil:
-		o.stream.copyTo(w, r, m.member(cacheStatus{fwd: fwd, detail: o.reason}))
+		o.stream.copyTo(w, r, m.member(r, cacheStatus{fwd: fwd, detail: o.reason}))
 	case o.stale != nil: // the run failed; the stale copy answers for it
 		staleFor := o.stale.initialAge - o.stale.life
 		m.writeEntry(w, r, o.stale, o.stale.initialAge, cacheStatus{fwd: fwd, fwdStatus: o.stale.fwdStatus,
@@ -127,7 +127,7 @@ func (m *Middleware) serveError(w http.ResponseWriter, r *http.Request, err erro
 	if errors.Is(err, ErrRevalidationFailed) {
 		detail = "must-revalidate"
 	}
-	addCacheStatus(w.Header(), m.member(cacheStatus{fwd: fwd, collapsed: collapsed, detail: detail}))
+	addCacheStatus(w.Header(), m.member(r, cacheStatus{fwd: fwd, collapsed: collapsed, detail: detail}))
 	m.opts.ErrorHandler(w, r, err)
 }
 
@@ -156,19 +156,19 @@ func (m *Middleware) writeEntry(w http.ResponseWriter, r *http.Request, e *entry
 			}
 		}
 		h.Set("Age", ageValue)
-		addCacheStatus(h, m.member(cs))
+		addCacheStatus(h, m.member(r, cs))
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
 	if br, ok := rangeApplies(r, e.status, e.header); ok {
-		writeRange(w, br, e, ageValue, m.member(cs))
+		writeRange(w, br, e, ageValue, m.member(r, cs))
 		return
 	}
 	for k, v := range e.header {
 		h[k] = v
 	}
 	h.Set("Age", ageValue)
-	addCacheStatus(h, m.member(cs))
+	addCacheStatus(h, m.member(r, cs))
 	w.WriteHeader(e.status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(e.body)
@@ -181,7 +181,7 @@ func (m *Middleware) writeRaw(w http.ResponseWriter, r *http.Request, o *outcome
 	for k, v := range o.header {
 		h[k] = v
 	}
-	addCacheStatus(h, m.member(cs))
+	addCacheStatus(h, m.member(r, cs))
 	w.WriteHeader(o.status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(o.body)
