@@ -368,11 +368,7 @@ func (b *batch[V]) withoutRedis(ctx context.Context, keys []string, reason strin
 func (b *batch[V]) callLoader(ctx context.Context, keys []string, reason string) (map[string]Loaded[V], time.Duration, error) {
 	c := b.c
 	c.noteTimed(ctx, EventLoadStart, keys[0], 0, reason, nil)
-	cctx, cancelClosed := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(c.closeCtx, func() { cancelClosed(ErrClosed) })
-	defer stop()
-	defer cancelClosed(nil)
-	lctx, cancel := context.WithTimeout(cctx, c.opts.LoadTimeout)
+	lctx, cancel := c.loaderContext(ctx)
 	defer cancel()
 	start := time.Now()
 	got, err := callSafely(lctx, func(ctx context.Context) (map[string]Loaded[V], error) {

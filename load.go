@@ -47,11 +47,7 @@ func (c *Cache[V]) callLoader(ctx context.Context, key string, ld loader[V], pre
 	if prev != nil && !prev.tombstone {
 		p = Prev[V]{Value: prev.v, OK: true, Age: c.now() - prev.loadedAt}
 	}
-	cctx, cancelClosed := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(c.closeCtx, func() { cancelClosed(ErrClosed) })
-	defer stop()
-	defer cancelClosed(nil)
-	lctx, cancel := context.WithTimeout(cctx, c.opts.LoadTimeout)
+	lctx, cancel := c.loaderContext(ctx)
 	defer cancel()
 	start := time.Now()
 	out, err := callSafely(lctx, func(ctx context.Context) (loadOut[V], error) {
@@ -271,3 +267,16 @@ func (c *Cache[V]) entryTTLs(ent Entry) (ttl, stl time.Duration) {
 }
 
 func zero[V any]() (v V) { return v }
+
+// loaderContext is the context a loader runs on: ctx (detached from the
+// callers already), ended by Close (cause ErrClosed) and by LoadTimeout.
+func (c *Cache[V]) loaderContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	cctx, cancelClosed := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(c.closeCtx, func() { cancelClosed(ErrClosed) })
+	lctx, cancel := context.WithTimeout(cctx, c.opts.LoadTimeout)
+	return lctx, func() {
+		cancel()
+		cancelClosed(nil)
+		stop()
+	}
+}
