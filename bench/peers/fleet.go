@@ -150,6 +150,13 @@ func newClient(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr:     addr,
 		PoolSize: poolSize,
+		// Pipelines (stampede's MULTI/EXEC read among them) share the one
+		// pool, as in go run ./bench, so that the pool filled before the
+		// run is all the node has: a pipeline pool of its own would be
+		// dialled during the herd, by some libraries and not others, and
+		// in tracking mode stampede's own client has used its pipeline
+		// connection once by the time New returns.
+		PipelinePoolSize: -1,
 		// The herd queues for connections far longer than a live service
 		// would; that is the simulation, not an outage.
 		PoolTimeout:     30 * time.Second,
