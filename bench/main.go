@@ -24,6 +24,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede"
 	"github.com/stampede-go/stampede/bench/internal/batch"
 	"github.com/stampede-go/stampede/bench/internal/fleet"
 )
@@ -89,6 +90,7 @@ func run(ctx context.Context) error {
 		procs     = fs.Int("procs", 0, "run the nodes in this many worker processes that share nothing but Redis;\n0 runs them all in this process")
 		scenarios = fs.String("scenario", joinAll(fleet.Scenarios), "comma-separated scenarios to run")
 		modes     = fs.String("mode", joinAll(fleet.Modes), "comma-separated modes to run")
+		invalid   = fs.String("invalidation", "auto", "how stampede's caches (mode full, and the batch scenario) hear about other nodes' writes:\nauto (stampede's default: tracking on a redis-server 6.2 or later, broadcast on the embedded miniredis),\nbroadcast or tracking")
 		batches   = fs.Bool("batch", true, "also run the batch scenario: every node's callers read many keys at once (GetMany)")
 		jsonOut   = fs.String("json", "", "also write the results as JSON to this file")
 		svgOut    = fs.String("svg", "", "also write a chart of the results as SVG to this file")
@@ -159,6 +161,10 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("-mode: %w", err)
 	}
+	inv, err := parseInvalidation(*invalid)
+	if err != nil {
+		return fmt.Errorf("-invalidation: %w", err)
+	}
 
 	backend := "real Redis at " + *addr
 	embedded := *addr == ""
@@ -185,9 +191,23 @@ Flags:
 		}
 	}
 
+	// Resolved once, so that the caption says which mode ran.
+	invDesc := ""
+	if slices.Contains(mds, fleet.Full) || *batches {
+		got, err := fleet.ResolveInvalidation(ctx, *addr, inv)
+		if err != nil {
+			return fmt.Errorf("-invalidation %v on the %s: %w", inv, backend, err)
+		}
+		invDesc = got.String()
+		if inv == stampede.InvalidateAuto {
+			invDesc += " (auto)"
+		}
+		inv = got
+	}
+
 	cfg := fleet.Config{
 		Nodes: *nodes, Requests: *requests, Load: *load, LockTTL: *lockTTL,
-		Addr: *addr, Procs: *procs, Log: os.Stderr,
+		Addr: *addr, Invalidation: inv, Procs: *procs, Log: os.Stderr,
 	}
 	if *procs > 0 {
 		self, err := os.Executable()
@@ -198,7 +218,7 @@ Flags:
 		os.Setenv(workerEnv, "1") // inherited by the workers only; this process checked it already
 	}
 	setting := fleet.Setting{Nodes: *nodes, Requests: *requests, Load: *load, LockTTL: *lockTTL,
-		Backend: backend, Procs: *procs}
+		Backend: backend, Invalidation: invDesc, Procs: *procs}
 	fmt.Fprintf(os.Stderr, "bench: %s\n", fleetLine(*nodes, *requests))
 	setting.WakeP50, setting.WakeP99 = fleet.WakeFloor(*requests)
 	fmt.Fprintf(os.Stderr, "bench: %s; GOMAXPROCS=%d; waking %d goroutines takes p50 %v, p99 %v here\n",
@@ -235,15 +255,15 @@ Flags:
 		}
 	}
 	if *batches {
-		return runBatches(ctx, *nodes, *addr, backend, embedded)
+		return runBatches(ctx, *nodes, *addr, backend, embedded, inv)
 	}
 	return nil
 }
 
 // runBatches runs the batch scenario on the fleet's nodes and prints its
 // table.
-func runBatches(ctx context.Context, nodes int, addr, backend string, embedded bool) error {
-	cfg := batch.Config{Nodes: nodes, Callers: 5, PerCall: 50, KeySpace: 500, Load: 50 * time.Millisecond, Addr: addr}
+func runBatches(ctx context.Context, nodes int, addr, backend string, embedded bool, inv stampede.Invalidation) error {
+	cfg := batch.Config{Nodes: nodes, Callers: 5, PerCall: 50, KeySpace: 500, Load: 50 * time.Millisecond, Addr: addr, Invalidation: inv}
 	if embedded {
 		// miniredis runs each script in an interpreter of its own, some
 		// hundred times slower than redis-server: a smaller herd, and a
@@ -307,6 +327,16 @@ func parseList[T ~string](s string, all []T) ([]T, error) {
 		}
 	}
 	return out, nil
+}
+
+// parseInvalidation reads the -invalidation flag.
+func parseInvalidation(s string) (stampede.Invalidation, error) {
+	for _, m := range []stampede.Invalidation{stampede.InvalidateAuto, stampede.InvalidateBroadcast, stampede.InvalidateTracking} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown %q (want auto, broadcast or tracking)", s)
 }
 
 func infoField(info, name string) string {

@@ -41,6 +41,9 @@ type fleetConfig struct {
 	nodes    int
 	requests int
 	load     time.Duration
+	// inv is stampede's Options.Invalidation, resolved (broadcast or
+	// tracking); the zero value, auto, is what New picks on the server.
+	inv      stampede.Invalidation
 	profiles profiles // of the herd, from its release until its loads are done
 }
 
@@ -147,20 +150,18 @@ func newClient(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr:     addr,
 		PoolSize: poolSize,
+		// Pipelines (stampede's MULTI/EXEC read among them) share the one
+		// pool, as in go run ./bench, so that the pool filled before the
+		// run is all the node has: a pipeline pool of its own would be
+		// dialled during the herd, by some libraries and not others, and
+		// in tracking mode stampede's own client has used its pipeline
+		// connection once by the time New returns.
+		PipelinePoolSize: -1,
 		// The herd queues for connections far longer than a live service
 		// would; that is the simulation, not an outage.
 		PoolTimeout:     30 * time.Second,
 		DisableIdentity: true,
 	})
-}
-
-// warm fills the pool, as on a server that has been up for a while.
-func warm(ctx context.Context, rdb *redis.Client) error {
-	var g errgroup.Group
-	for range poolSize {
-		g.Go(func() error { return rdb.Ping(ctx).Err() })
-	}
-	return g.Wait()
 }
 
 // tripHook counts a node's round trips to Redis.
@@ -182,7 +183,7 @@ func (h tripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 
 // runFleet runs one scenario through one library.
 func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *progress) (result, error) {
-	e := env{ns: fmt.Sprintf("peers-%d", time.Now().UnixNano()), ttl: time.Minute, stale: time.Minute}
+	e := env{ns: fmt.Sprintf("peers-%d", time.Now().UnixNano()), ttl: time.Minute, stale: time.Minute, inv: cfg.inv}
 	ctl := redis.NewClient(&redis.Options{Addr: cfg.addr, PoolSize: 2, DisableIdentity: true})
 	defer ctl.Close()
 	defer cleanup(context.WithoutCancel(ctx), ctl, e.ns)
@@ -201,7 +202,14 @@ func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *p
 			}
 			trips := new(atomic.Int64)
 			rdb.AddHook(tripHook{trips})
-			impl, err := p.node(e, rdb, r.loader)
+			ne := e
+			ne.made = &cacheClients{hooks: []redis.Hook{tripHook{trips}}}
+			impl, err := p.node(ne, rdb, r.loader)
+			if err == nil {
+				if err = ne.made.warm(ctx); err != nil {
+					impl.close()
+				}
+			}
 			if err != nil {
 				rdb.Close()
 				return err

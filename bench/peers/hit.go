@@ -54,7 +54,9 @@ func hitCases() []hitCase {
 }
 
 func newStampedeNoL1(e env, rdb *redis.Client, load loadFunc) (getter, error) {
-	c, err := stampede.New[string](rdb, stampede.Options{Namespace: e.ns, TTL: e.ttl, LocalCapacity: -1, Invalidation: peersInvalidation})
+	o := e.stampedeOptions()
+	o.LocalCapacity = -1
+	c, err := stampede.New[string](rdb, o)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +82,7 @@ type hitResult struct {
 // benchHits measures every case with a raw GET before and after it; each
 // case's ratio is against the mean of the two raw GETs around it, so that
 // the load others put on a shared machine drifts out of the ratios.
-func benchHits(ctx context.Context, addr string, prog *progress) ([]hitResult, error) {
+func benchHits(ctx context.Context, addr string, inv stampede.Invalidation, prog *progress) ([]hitResult, error) {
 	cases := hitCases()
 	raw := func(n int) (hitResult, error) {
 		prog.start(fmt.Sprintf("hit path: raw GET %d/%d", n, len(cases)+1), 0)
@@ -93,7 +95,7 @@ func benchHits(ctx context.Context, addr string, prog *progress) ([]hitResult, e
 	out := []hitResult{prev}
 	for i, hc := range cases {
 		prog.start(fmt.Sprintf("hit path %d/%d: %s", i+1, len(cases), hc.name), 0)
-		r, err := benchHit(ctx, addr, hc)
+		r, err := benchHit(ctx, addr, inv, hc)
 		if err != nil {
 			return nil, fmt.Errorf("hit path of %s: %w", hc.name, err)
 		}
@@ -132,8 +134,8 @@ func benchRawGet(ctx context.Context, addr string) (hitResult, error) {
 	return r, nil
 }
 
-func benchHit(ctx context.Context, addr string, hc hitCase) (hitResult, error) {
-	e := env{ns: fmt.Sprintf("peers-hit-%d", time.Now().UnixNano()), ttl: time.Minute, stale: time.Minute}
+func benchHit(ctx context.Context, addr string, inv stampede.Invalidation, hc hitCase) (hitResult, error) {
+	e := env{ns: fmt.Sprintf("peers-hit-%d", time.Now().UnixNano()), ttl: time.Minute, stale: time.Minute, inv: inv}
 	rdb := newClient(addr)
 	defer rdb.Close()
 	defer cleanup(context.WithoutCancel(ctx), rdb, e.ns)
@@ -154,6 +156,7 @@ func benchHit(ctx context.Context, addr string, hc hitCase) (hitResult, error) {
 	}
 
 	var loads, errs atomic.Int64
+	e.made = &cacheClients{}
 	g, err := hc.node(e, rdb, func(context.Context) (string, error) {
 		loads.Add(1)
 		return stamp(time.Now()), nil
@@ -162,6 +165,9 @@ func benchHit(ctx context.Context, addr string, hc hitCase) (hitResult, error) {
 		return hitResult{}, err
 	}
 	defer g.close()
+	if err := e.made.warm(ctx); err != nil {
+		return hitResult{}, err
+	}
 	// One Get first: libraries with a memory layer fill it from Redis.
 	if _, err := g.get(ctx); err != nil {
 		return hitResult{}, err

@@ -24,6 +24,21 @@ type env struct {
 	ns    string        // prefix of every Redis key of the run
 	ttl   time.Duration // how long a value is fresh
 	stale time.Duration // the stale window, for libraries that keep one
+
+	// inv is stampede's Options.Invalidation.
+	inv stampede.Invalidation
+	// made, if set, receives the clients a node's stampede cache makes of
+	// its own (Options.OnClient), to carry the node's hooks.
+	made *cacheClients
+}
+
+// stampedeOptions are the options every stampede node of the run shares.
+func (e env) stampedeOptions() stampede.Options {
+	o := stampede.Options{Namespace: e.ns, TTL: e.ttl, Invalidation: e.inv}
+	if e.made != nil {
+		o.OnClient = e.made.add
+	}
+	return o
 }
 
 // key is the hot key as the libraries that take a whole Redis key get it.
@@ -77,13 +92,6 @@ func peerNames() []string {
 
 const stampedeHot = "hot"
 
-// peersInvalidation is the invalidation mode of the stampede nodes: the
-// broadcast the tables in docs/bench.md were measured with. Round trips are
-// counted on each node's client, which in tracking mode does not carry the
-// reads Redis tracks (they go through a client of the cache's own);
-// docs/scale.md measures the modes against each other.
-const peersInvalidation = stampede.InvalidateBroadcast
-
 func stampedeKey(e env) string { return e.ns + ":{" + stampedeHot + "}" }
 
 type stampedeNode struct {
@@ -93,7 +101,7 @@ type stampedeNode struct {
 
 func newStampede(stale bool) func(env, *redis.Client, loadFunc) (getter, error) {
 	return func(e env, rdb *redis.Client, load loadFunc) (getter, error) {
-		o := stampede.Options{Namespace: e.ns, TTL: e.ttl, Invalidation: peersInvalidation}
+		o := e.stampedeOptions()
 		if stale {
 			o.Stale = e.stale
 		}
@@ -118,7 +126,8 @@ func (n *stampedeNode) stats() stampede.Stats { return n.c.Stats() }
 // it is gone.
 func seedStampede(stale bool) func(context.Context, env, *redis.Client) error {
 	return func(ctx context.Context, e env, rdb *redis.Client) error {
-		o := stampede.Options{Namespace: e.ns, TTL: time.Millisecond, LocalCapacity: -1, Beta: -1, Invalidation: peersInvalidation}
+		o := e.stampedeOptions()
+		o.TTL, o.LocalCapacity, o.Beta = time.Millisecond, -1, -1
 		if stale {
 			o.Stale = e.stale
 		}

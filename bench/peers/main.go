@@ -64,6 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		scList    = fs.String("scenario", "cold,expired,hit", "comma-separated scenarios for the fleet runs; empty: none")
 		hits      = fs.Bool("hit", true, "benchmark the hit path of each library next to a raw GET")
 		locks     = fs.Bool("locks", true, "benchmark stampede's Locker next to bsm/redislock and rueidislock")
+		invalid   = fs.String("invalidation", "auto", "stampede's Options.Invalidation: auto (its default, tracking on a redis-server 6.2 or later), broadcast or tracking")
 		benchtime = fs.Duration("benchtime", time.Second, "time for each hit-path and locker benchmark")
 		jsonOut   = fs.String("json", "", "also write every result as JSON to this file")
 		svgOut    = fs.String("svg", "", "also write a chart of the fleet runs as SVG to this file")
@@ -83,6 +84,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scs, err := pickScenarios(*scList)
 	if err != nil {
 		return fmt.Errorf("-scenario: %w", err)
+	}
+	inv, err := parseInvalidation(*invalid)
+	if err != nil {
+		return fmt.Errorf("-invalidation: %w", err)
 	}
 	if *nodes < 1 || *requests < *nodes {
 		return errors.New("need at least one node and a request per node")
@@ -109,11 +114,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer srv.stop()
+	got, err := resolveInvalidation(ctx, srv.addr, inv)
+	if err != nil {
+		return err
+	}
 	s := setting{Nodes: *nodes, Requests: *requests, Load: load.String(),
-		Server: fmt.Sprintf("redis-server %s at %s", srv.version, srv.addr), GoMaxProcs: runtime.GOMAXPROCS(0)}
+		Server: fmt.Sprintf("redis-server %s at %s", srv.version, srv.addr), GoMaxProcs: runtime.GOMAXPROCS(0),
+		Invalidation: describeInvalidation(inv, got)}
 	prog.printf("%s", s)
 
-	cfg := fleetConfig{addr: srv.addr, nodes: *nodes, requests: *requests, load: *load, profiles: prof}
+	cfg := fleetConfig{addr: srv.addr, nodes: *nodes, requests: *requests, load: *load, inv: got, profiles: prof}
 	var fleet []result
 	total, i := len(scs)*len(ps), 0
 	for _, sc := range scs {
@@ -134,7 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	var hs []hitResult
 	if *hits {
-		if hs, err = benchHits(ctx, srv.addr, prog); err != nil {
+		if hs, err = benchHits(ctx, srv.addr, got, prog); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede"
 )
 
 func TestMain(m *testing.M) {
@@ -137,5 +138,44 @@ func TestPickLists(t *testing.T) {
 	}
 	if scs, err := pickScenarios(""); err != nil || len(scs) != 0 {
 		t.Errorf("pickScenarios(\"\") = %v, %v; want none", scs, err)
+	}
+}
+
+// In both invalidation modes the stampede nodes' round trips are counted:
+// in tracking mode the reads go through clients the cache makes, which
+// get the node's hook through Options.OnClient. On a hit every node reads
+// Redis at least once, and through nothing else in tracking mode.
+func TestStampedeModesCountTrips(t *testing.T) {
+	s := testServer(t)
+	prog := newProgress(io.Discard)
+	for _, inv := range []stampede.Invalidation{stampede.InvalidateTracking, stampede.InvalidateBroadcast} {
+		t.Run(inv.String(), func(t *testing.T) {
+			got, err := resolveInvalidation(t.Context(), s.addr, inv)
+			if err != nil || got != inv {
+				t.Fatalf("resolveInvalidation = %v, %v; want %v", got, err, inv)
+			}
+			cfg := fleetConfig{addr: s.addr, nodes: 3, requests: 60, load: 5 * time.Millisecond, inv: got}
+			for _, sc := range []scenario{cold, hit} {
+				r, err := runFleet(t.Context(), cfg, peers[0], sc, prog)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("%s: loads=%d cmds=%d trips=%d %s", sc, r.Loads, r.Commands, r.RoundTrips, r.Note)
+				if r.Errors != 0 || r.RoundTrips < int64(cfg.nodes) {
+					t.Errorf("%s: errors %d, round trips %d; want none, and at least one per node", sc, r.Errors, r.RoundTrips)
+				}
+			}
+		})
+	}
+}
+
+func TestParseInvalidation(t *testing.T) {
+	for s, want := range map[string]stampede.Invalidation{"auto": stampede.InvalidateAuto, "broadcast": stampede.InvalidateBroadcast, "tracking": stampede.InvalidateTracking} {
+		if got, err := parseInvalidation(s); err != nil || got != want {
+			t.Errorf("parseInvalidation(%q) = %v, %v", s, got, err)
+		}
+	}
+	if _, err := parseInvalidation("both"); err == nil {
+		t.Error("unknown mode accepted")
 	}
 }

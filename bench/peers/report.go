@@ -15,11 +15,18 @@ type setting struct {
 	Load       string `json:"load"`
 	Server     string `json:"server"`
 	GoMaxProcs int    `json:"gomaxprocs"`
+	// Invalidation is stampede's mode, as asked and as it ran: "tracking
+	// (auto)". Empty in runs saved before the flag, which ran broadcast.
+	Invalidation string `json:"invalidation,omitempty"`
 }
 
 func (s setting) String() string {
-	return fmt.Sprintf("%d nodes × %s requests on one hot key, loader %s, each node its own go-redis client (pool %d), %s, GOMAXPROCS=%d",
-		s.Nodes, thousands(int64(s.Requests)), s.Load, poolSize, s.Server, s.GoMaxProcs)
+	inv := s.Invalidation
+	if inv == "" {
+		inv = "broadcast"
+	}
+	return fmt.Sprintf("%d nodes × %s requests on one hot key, loader %s, each node its own go-redis client (pool %d), stampede's invalidation %s, %s, GOMAXPROCS=%d",
+		s.Nodes, thousands(int64(s.Requests)), s.Load, poolSize, inv, s.Server, s.GoMaxProcs)
 }
 
 var scenarioTitle = map[scenario]string{

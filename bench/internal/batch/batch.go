@@ -53,6 +53,9 @@ type Config struct {
 	// beside a fleet on two cores, to pass the default of 1 s; stampede
 	// would then rightly take Redis for failing and load alone.
 	RedisTimeout time.Duration
+	// Invalidation is stampede's Options.Invalidation for full.
+	// Default: InvalidateAuto, stampede's.
+	Invalidation stampede.Invalidation
 }
 
 func (c Config) String() string {
@@ -101,7 +104,7 @@ func Run(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 		case SingleFlight:
 			nodes[i] = &flightBatch{naive: naive{rdb: rdb, ns: ns, load: load}}
 		case Full:
-			c, err := stampede.New[string](rdb, stampede.Options{Namespace: ns, TTL: time.Minute, RedisTimeout: cfg.RedisTimeout})
+			c, err := stampede.New[string](rdb, stampede.Options{Namespace: ns, TTL: time.Minute, RedisTimeout: cfg.RedisTimeout, Invalidation: cfg.Invalidation})
 			if err != nil {
 				return Result{}, err
 			}

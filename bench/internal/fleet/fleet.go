@@ -70,6 +70,11 @@ type Config struct {
 	Load     time.Duration // how long one load (the database query) takes
 	LockTTL  time.Duration // lease of stampede and lock of the lock mode
 	Addr     string        // the Redis server every node dials
+	// Invalidation is how the caches of Full hear about other nodes'
+	// writes. InvalidateAuto (the zero value, stampede's default) is
+	// resolved once per run to the mode New picks on this server
+	// (ResolveInvalidation), and every node is made in that mode.
+	Invalidation stampede.Invalidation
 
 	// Procs > 0 runs the nodes in that many worker processes started with
 	// WorkerCmd, which must call ServeWorker. 0 runs them in this process.
@@ -95,6 +100,8 @@ func (c Config) validate() error {
 		return errors.New("fleet: lock TTL under 10ms")
 	case c.Addr == "":
 		return errors.New("fleet: no Redis address")
+	case c.Invalidation > stampede.InvalidateTracking:
+		return fmt.Errorf("fleet: unknown invalidation mode %v", c.Invalidation)
 	case c.Procs < 0:
 		return errors.New("fleet: negative process count")
 	case c.Procs > 0 && len(c.WorkerCmd) == 0:
@@ -128,6 +135,8 @@ type Result struct {
 	Waiters  int            `json:"-"` // callers that waited for a load
 	Wall     time.Duration  `json:"-"` // from the start barrier to the last answer
 	Stats    stampede.Stats `json:"-"` // summed over the nodes (Full only)
+	// Invalidation is the mode the caches ran in (Full only).
+	Invalidation stampede.Invalidation `json:"-"`
 	// Reported counts the errors stampede reported to its Observer (failed
 	// lease renewals, failed background refreshes); FirstReported is one.
 	Reported      int    `json:"-"`
@@ -153,6 +162,13 @@ func Run(ctx context.Context, cfg Config, sc Scenario, mode Mode) (Result, error
 		Nodes: cfg.Nodes, Requests: cfg.Requests,
 		Load: cfg.Load, LockTTL: cfg.LockTTL, Addr: cfg.Addr,
 		NS: fmt.Sprintf("bench-%d-%s-%s", time.Now().UnixNano(), sc, mode),
+	}
+	if mode == Full {
+		inv, err := resolveInvalidation(ctx, ctl, cfg.Invalidation)
+		if err != nil {
+			return Result{}, err
+		}
+		j.Invalidation = inv
 	}
 	defer cleanup(context.WithoutCancel(ctx), ctl, j.NS)
 	if err := setup(ctx, ctl, &j); err != nil {
@@ -192,6 +208,9 @@ func Run(ctx context.Context, cfg Config, sc Scenario, mode Mode) (Result, error
 		return Result{}, err
 	}
 	r := p.result(j)
+	if mode == Full {
+		r.Invalidation = j.Invalidation
+	}
 	if cfg.Log != nil {
 		fmt.Fprintln(cfg.Log, r.progress())
 	}
@@ -207,9 +226,12 @@ type job struct {
 	Load     time.Duration
 	LockTTL  time.Duration
 	Addr     string
-	NS       string // prefix of every Redis key and channel of this run
-	IDs      []int  // the nodes a worker runs
-	Procs    int    // the number of workers
+	// Invalidation is the caches' mode in Full, resolved: broadcast or
+	// tracking.
+	Invalidation stampede.Invalidation
+	NS           string // prefix of every Redis key and channel of this run
+	IDs          []int  // the nodes a worker runs
+	Procs        int    // the number of workers
 	// Expired is, in Expiry with full, the expired value as setup wrote it
 	// to Redis, so that every worker can tell when the refresh has landed.
 	// It is binary (stampede's entry header), so it travels as []byte:
@@ -235,6 +257,32 @@ func allNodes(n int) []int {
 		ids[i] = i
 	}
 	return ids
+}
+
+// ResolveInvalidation returns the invalidation mode stampede's caches use
+// on the Redis server at addr when Options.Invalidation is inv: for
+// InvalidateAuto, the mode New picks there (tracking on a redis-server
+// 6.2 or later, broadcast on miniredis); for InvalidateTracking, an error
+// where New cannot turn it on.
+func ResolveInvalidation(ctx context.Context, addr string, inv stampede.Invalidation) (stampede.Invalidation, error) {
+	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 2})
+	defer rdb.Close()
+	return resolveInvalidation(ctx, rdb, inv)
+}
+
+func resolveInvalidation(ctx context.Context, rdb *redis.Client, inv stampede.Invalidation) (stampede.Invalidation, error) {
+	if inv == stampede.InvalidateBroadcast {
+		return inv, nil
+	}
+	c, err := stampede.New[string](rdb, stampede.Options{
+		Namespace:    fmt.Sprintf("bench-mode-%d", time.Now().UnixNano()),
+		Invalidation: inv,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("fleet: invalidation %v: %w", inv, err)
+	}
+	defer c.Close()
+	return c.Stats().Invalidation, nil
 }
 
 // setup prepares Redis for the scenario. Only Expiry needs anything: a
@@ -284,8 +332,8 @@ func (r Result) progress() string {
 	}
 	if r.Mode == Full {
 		s := r.Stats
-		fmt.Fprintf(&b, " [redis hits %d, stale %d, woken by notify %d / recheck %d, lock won %d, renewals %d, leases lost %d, write-backs rejected %d, redis errors %d]",
-			s.RedisHits, s.StaleServed, s.WokenByNotify, s.WokenByRecheck, s.LockWon,
+		fmt.Fprintf(&b, " [%s invalidation, redis hits %d, stale %d, woken by notify %d / recheck %d, lock won %d, renewals %d, leases lost %d, write-backs rejected %d, redis errors %d]",
+			r.Invalidation, s.RedisHits, s.StaleServed, s.WokenByNotify, s.WokenByRecheck, s.LockWon,
 			s.LeaseRenewals, s.LeasesLost, s.WriteBacksRejected, s.RedisErrors)
 		if r.Reported > 0 {
 			fmt.Fprintf(&b, " %d errors reported, first: %s", r.Reported, r.FirstReported)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede"
 	"github.com/stampede-go/stampede/internal/redistest"
 )
 
@@ -46,8 +47,16 @@ func TestLoadsEmbedded(t *testing.T) {
 	testLoads(t, testConfig(m.Addr()))
 }
 
+// On a redis-server in both invalidation modes: auto picks tracking there.
 func TestLoadsRedisServer(t *testing.T) {
-	testLoads(t, testConfig(redistest.Start(t).Addr()))
+	addr := redistest.Start(t).Addr()
+	for _, inv := range []stampede.Invalidation{stampede.InvalidateTracking, stampede.InvalidateBroadcast} {
+		t.Run(inv.String(), func(t *testing.T) {
+			cfg := testConfig(addr)
+			cfg.Invalidation = inv
+			testLoads(t, cfg)
+		})
+	}
 }
 
 func testLoads(t *testing.T, cfg Config) {
@@ -215,5 +224,56 @@ func TestPercent(t *testing.T) {
 		if got := percent(f); got != want {
 			t.Errorf("percent(%v) = %q, want %q", f, got, want)
 		}
+	}
+}
+
+// In tracking mode the cache reads through clients of its own. The node
+// puts its hooks on them and fills their pool as it fills its own: by the
+// time the load runs, the arrival hook has seen the caller's reads, which
+// went through the cache's client, not the node's.
+func TestTrackingClients(t *testing.T) {
+	j := job{
+		Scenario: Cold, Mode: Full, Nodes: 1, Requests: 1,
+		Load: time.Millisecond, LockTTL: time.Second, Addr: redistest.Start(t).Addr(),
+		Invalidation: stampede.InvalidateTracking, NS: "tracking-clients",
+	}
+	n, err := newNode(t.Context(), j, 0, &localClaim{}, newLocalGate(1), &watch{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.close()
+	if got := n.impl.(*full).c.Stats().Invalidation; got != stampede.InvalidateTracking {
+		t.Fatalf("invalidation %v, want tracking", got)
+	}
+	if got := n.rdb.PoolStats().TotalConns; got != poolSize {
+		t.Errorf("the node's own client has %d connections; want a warm pool of %d", got, poolSize)
+	}
+	made := n.made.all()
+	readers := 0
+	for _, c := range made {
+		if subscribes(c) {
+			continue
+		}
+		readers++
+		if n := c.(*redis.Client).PoolStats().TotalConns; n != poolSize {
+			t.Errorf("the cache's client of tracked reads has %d connections; want a warm pool of %d", n, poolSize)
+		}
+	}
+	if len(made) != 2 || readers != 1 {
+		t.Fatalf("OnClient got %d clients, %d of them for reads; want the client of tracked reads and a subscription", len(made), readers)
+	}
+
+	var m callerMark
+	seenAtLoad := false
+	f := n.impl.(*full)
+	f.load = func(context.Context, string) (string, error) {
+		seenAtLoad = m.seen.Load()
+		return stamp(time.Now()), nil
+	}
+	if _, err := f.get(context.WithValue(t.Context(), callerKey{}, &m)); err != nil {
+		t.Fatal(err)
+	}
+	if !seenAtLoad {
+		t.Error("the caller's reads before the load were not seen by the arrival hook")
 	}
 }

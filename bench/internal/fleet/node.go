@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -35,6 +34,7 @@ type node struct {
 	claim claimer
 	gate  gate
 	watch *watch
+	made  cacheClients // the clients its cache made of its own (tracking mode)
 
 	ctx    context.Context // its callers' context; cancelled when it dies
 	cancel context.CancelFunc
@@ -91,7 +91,10 @@ func newNode(ctx context.Context, j job, id int, cl claimer, g gate, w *watch) (
 		died: make(chan struct{}), kill: make(chan struct{}), done: make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(ctx)
-	if j.Scenario == RedisDown {
+	// New turns tracking on only after asking the server, so a node in
+	// tracking mode loses Redis once it is up; the others never reach it.
+	cutLate := j.Mode == Full && j.Invalidation == stampede.InvalidateTracking
+	if j.Scenario == RedisDown && !cutLate {
 		n.link.sever()
 	}
 	n.rdb = redis.NewClient(&redis.Options{
@@ -116,29 +119,31 @@ func newNode(ctx context.Context, j job, id int, cl claimer, g gate, w *watch) (
 		DisableIdentity: true,
 	})
 	if j.Scenario != RedisDown {
-		n.rdb.AddHook(arrivalHook{g})
-		if err := n.warm(ctx); err != nil {
+		n.made.hooks = []redis.Hook{arrivalHook{g}}
+		for _, h := range n.made.hooks {
+			n.rdb.AddHook(h)
+		}
+		if err := warm(ctx, n.rdb); err != nil {
 			n.rdb.Close()
 			return nil, err
 		}
 	}
 	var err error
 	n.impl, err = n.newGetter()
+	if err == nil && j.Scenario != RedisDown {
+		err = n.made.warm(ctx)
+	}
 	if err != nil {
+		if n.impl != nil {
+			_ = n.impl.close()
+		}
 		n.rdb.Close()
 		return nil, err
 	}
-	return n, nil
-}
-
-// warm fills the node's pool, as on a server that has been up for a while,
-// so that the herd does not time connection set-up.
-func (n *node) warm(ctx context.Context) error {
-	var g errgroup.Group
-	for range poolSize {
-		g.Go(func() error { return n.rdb.Ping(ctx).Err() })
+	if j.Scenario == RedisDown && cutLate {
+		n.link.sever()
 	}
-	return g.Wait()
+	return n, nil
 }
 
 func (n *node) newGetter() (getter, error) {
@@ -157,11 +162,11 @@ func (n *node) newGetter() (getter, error) {
 		Stale:     ttl,
 		LockTTL:   n.j.LockTTL,
 		Observer:  stampede.ObserverFunc(n.observe),
-		// Broadcast, as the tables of docs/bench.md were measured: in
-		// tracking mode the reads go through a client of the cache's own,
-		// whose pool the run does not warm and whose commands the arrival
-		// hook on n.rdb does not see. docs/scale.md compares the modes.
-		Invalidation: stampede.InvalidateBroadcast,
+		// Broadcast or tracking, never auto: Run has resolved it, so that
+		// a node that could not turn tracking on fails the run instead
+		// of measuring the other mode.
+		Invalidation: n.j.Invalidation,
+		OnClient:     n.made.add,
 	})
 	if err != nil {
 		return nil, err

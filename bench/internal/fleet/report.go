@@ -18,6 +18,10 @@ type Setting struct {
 	LockTTL  time.Duration
 	Backend  string // "embedded miniredis", "redis-server 127.0.0.1:6390", ...
 	Procs    int
+	// Invalidation says how stampede's caches were set up and what that
+	// became on this server, "tracking (auto)"; empty when no run used
+	// them.
+	Invalidation string
 	// WakeP50 and WakeP99 are this machine's floor for waking the herd
 	// (WakeFloor); zero when not measured.
 	WakeP50, WakeP99 time.Duration
@@ -28,8 +32,12 @@ func (s Setting) String() string {
 	if s.Procs > 0 {
 		where = fmt.Sprintf("in %d processes", s.Procs)
 	}
-	return fmt.Sprintf("%d nodes × %s requests on one hot key, loader %v, lock TTL %v, %s, %s",
-		s.Nodes, thousands(int64(s.Requests)), s.Load, s.LockTTL, s.Backend, where)
+	inv := ""
+	if s.Invalidation != "" {
+		inv = ", stampede's invalidation " + s.Invalidation
+	}
+	return fmt.Sprintf("%d nodes × %s requests on one hot key, loader %v, lock TTL %v%s, %s, %s",
+		s.Nodes, thousands(int64(s.Requests)), s.Load, s.LockTTL, inv, s.Backend, where)
 }
 
 // WriteMarkdown writes the results as a markdown table, one row per run,
