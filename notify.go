@@ -181,7 +181,9 @@ func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackS
 				case m.Channel == invalidateChannel:
 					c.onInvalidate(t.trk, []string{m.Payload})
 				default:
-					t.onProbe(m.Payload)
+					if t.onProbe(m.Payload) {
+						c.resync(flushLostProbe)
+					}
 				}
 			}
 		}

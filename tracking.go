@@ -523,16 +523,24 @@ func (t *tracker) checkedKey(rk string) {
 	}
 }
 
-// onProbe records a probe that s heard.
-func (s *trackSub) onProbe(payload string) {
+// onProbe records a probe that s heard, and reports whether it shows that
+// the probe s waits for was lost: one that went out later arrived first,
+// and a subscription hears a server's messages in the order they were
+// sent. Without this, the next probe would mask a lost one that guard had
+// not judged yet.
+func (s *trackSub) onProbe(payload string) (lost bool) {
 	n, err := strconv.ParseUint(payload, 10, 64)
 	if err != nil {
-		return
+		return false
+	}
+	if want := s.probeWant.Load(); want != 0 && n > want && s.probeHeard.Load() < want {
+		// Judged here, not by guard too.
+		lost = s.probeWant.CompareAndSwap(want, 0)
 	}
 	for {
 		h := s.probeHeard.Load()
 		if n <= h || s.probeHeard.CompareAndSwap(h, n) {
-			return
+			return lost
 		}
 	}
 }
@@ -554,9 +562,9 @@ func (c *Cache[V]) probe(now time.Duration, running *sync.WaitGroup) {
 	lost := false
 	for _, s := range subs {
 		want := s.probeWant.Load()
-		if want != 0 && s.probeHeard.Load() < want && now-time.Duration(s.probeSent.Load()) >= probeWait {
+		if want != 0 && s.probeHeard.Load() < want && now-time.Duration(s.probeSent.Load()) >= probeWait &&
+			s.probeWant.CompareAndSwap(want, 0) {
 			lost = true
-			s.probeWant.Store(0)
 		}
 	}
 	if lost {

@@ -344,3 +344,58 @@ func TestOnClientSeesTrackedReads(t *testing.T) {
 	eventually(t, 5*time.Second, "a new client of tracked reads", func() bool { return made.Load() > before })
 	read("after a reconnection")
 }
+
+// probeLoss makes every other probe after the first few vanish: the
+// PUBLISH is answered as delivered but never reaches Redis, as a frame
+// lost on the way to the subscription would be.
+type probeLoss struct {
+	seen, dropped atomic.Int64
+	drops         int64 // how many to drop
+}
+
+func (h *probeLoss) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *probeLoss) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if cmd.Name() == "publish" && len(args) == 3 && strings.Contains(fmt.Sprint(args[1]), ":probe:") {
+			if n := h.seen.Add(1); n > 2 && n%2 == 1 && h.dropped.Load() < h.drops {
+				h.dropped.Add(1)
+				cmd.(*redis.IntCmd).SetVal(1)
+				return nil
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *probeLoss) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Every probe lost flushes L1, also when the next probe arrives before the
+// lost one is judged: hearing probe n+1 says n is not coming.
+func TestTrackingEveryLostProbeFlushes(t *testing.T) {
+	srv := redistest.Start(t)
+	loss := &probeLoss{drops: 3}
+	var flushes atomic.Int64
+	opts := Options{Namespace: "probe", TTL: time.Hour, LocalTTL: time.Hour, Invalidation: InvalidateTracking,
+		OnClient: func(rdb redis.UniversalClient) { rdb.AddHook(loss) },
+		Observer: ObserverFunc(func(_ context.Context, e Event) {
+			if e.Kind == EventLocalFlush && e.Reason == flushLostProbe {
+				flushes.Add(1)
+			}
+		}),
+	}
+	c := realNode(t, srv, opts)
+	eventually(t, 20*time.Second, "the probes to be dropped", func() bool { return loss.dropped.Load() == loss.drops })
+	// The last one dropped is heard of by the next probe or judged within
+	// probeWait, whichever comes first.
+	time.Sleep(probeEvery + probeWait)
+	if got := flushes.Load(); got != loss.drops {
+		t.Fatalf("%d probes lost, %d flushes for a lost probe; want one each", loss.drops, got)
+	}
+	if got := c.Stats().LocalFlushes; got < uint64(loss.drops) {
+		t.Fatalf("Stats().LocalFlushes = %d, want at least %d", got, loss.drops)
+	}
+}
