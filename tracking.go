@@ -194,6 +194,7 @@ func (c *Cache[V]) startTracking() error {
 	switch r := c.rdb.(type) {
 	case *redis.ClusterClient:
 		o := *r.Options()
+		unsetClusterDefaults(&o)
 		t.cluster = &o
 	case *redis.Client:
 		// A Sentinel failover client's pool follows the master through
@@ -202,6 +203,7 @@ func (c *Cache[V]) startTracking() error {
 			return fmt.Errorf("%w for a Sentinel failover client", errNoTracking)
 		}
 		o := *r.Options()
+		unsetDefaults(&o)
 		t.single = &o
 	default:
 		return fmt.Errorf("%w for a %T", errNoTracking, c.rdb)
@@ -280,6 +282,50 @@ func (c *Cache[V]) stopTracking(t *tracker) error {
 	t.stopped.Store(true)
 	t.data.Load().retire()
 	return err
+}
+
+// unsetDefaults turns o, the options of a client as Options returns them
+// (go-redis has filled in its defaults, and turned the settings that mean
+// "none" into zeros), back into options from which a new client gets the
+// same settings: a zero there would mean "the default" again. Without it a
+// client made for tracking would retry where the user's does not
+// (MaxRetries -1), or time out reads the user's never times out.
+func unsetDefaults(o *redis.Options) {
+	if o.MaxRetries == 0 {
+		o.MaxRetries = -1
+	}
+	o.ReadTimeout, o.WriteTimeout = unsetTimeout(o.ReadTimeout), unsetTimeout(o.WriteTimeout)
+	o.MinRetryBackoff, o.MaxRetryBackoff = unsetBackoff(o.MinRetryBackoff), unsetBackoff(o.MaxRetryBackoff)
+}
+
+// unsetClusterDefaults is unsetDefaults for a Cluster client's options.
+// MaxRetries needs nothing: go-redis keeps a Cluster client's -1.
+func unsetClusterDefaults(o *redis.ClusterOptions) {
+	if o.MaxRedirects == 0 {
+		o.MaxRedirects = -1
+	}
+	o.ReadTimeout, o.WriteTimeout = unsetTimeout(o.ReadTimeout), unsetTimeout(o.WriteTimeout)
+	o.MinRetryBackoff, o.MaxRetryBackoff = unsetBackoff(o.MinRetryBackoff), unsetBackoff(o.MaxRetryBackoff)
+}
+
+// unsetTimeout maps a filled-in read or write timeout back: 0 (no
+// timeout) was -1, and -1 (no deadline set at all) was -2.
+func unsetTimeout(d time.Duration) time.Duration {
+	switch d {
+	case 0:
+		return -1
+	case -1:
+		return -2
+	}
+	return d
+}
+
+// unsetBackoff maps a filled-in retry backoff back: 0 (none) was -1.
+func unsetBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // newDataClient makes a client like the user's whose connections are

@@ -399,3 +399,67 @@ func TestTrackingEveryLostProbeFlushes(t *testing.T) {
 		t.Fatalf("Stats().LocalFlushes = %d, want at least %d", got, loss.drops)
 	}
 }
+
+// The clients tracking mode makes have the settings of the user's client,
+// also where the user asked for none (no retries, no timeouts), which
+// go-redis reports as zeros that would read as "the default" to a new
+// client.
+func TestTrackingClientsKeepTheUsersSettings(t *testing.T) {
+	srv := redistest.Start(t)
+	single := []redis.Options{
+		{},
+		{MaxRetries: -1, ReadTimeout: -1, WriteTimeout: -1, MinRetryBackoff: -1, MaxRetryBackoff: -1},
+		{ReadTimeout: -2, WriteTimeout: -2},
+		{MaxRetries: 7, ReadTimeout: 250 * time.Millisecond, MinRetryBackoff: time.Millisecond, MaxRetryBackoff: 3 * time.Millisecond},
+	}
+	for i, raw := range single {
+		raw.Addr = srv.Addr()
+		user := redis.NewClient(&raw)
+		t.Cleanup(func() { _ = user.Close() })
+		c := trackingCache(t, user)
+		settings := func(o *redis.Options) string {
+			return fmt.Sprintf("retries %d, timeouts %v/%v, backoff %v-%v, pool timeout %v",
+				o.MaxRetries, o.ReadTimeout, o.WriteTimeout, o.MinRetryBackoff, o.MaxRetryBackoff, o.PoolTimeout)
+		}
+		want := settings(user.Options())
+		if got := settings(c.trk.data.Load().rdb.(*redis.Client).Options()); got != want {
+			t.Errorf("options %d: the client of tracked reads has %s; the user's %s", i, got, want)
+		}
+		for _, s := range c.trk.subs {
+			if got := settings(s.client.Options()); got != want {
+				t.Errorf("options %d: the subscription's client has %s; the user's %s", i, got, want)
+			}
+		}
+	}
+	cl := redistest.StartCluster(t)
+	cluster := []redis.ClusterOptions{
+		{},
+		{MaxRedirects: -1, MaxRetries: -1, ReadTimeout: -1, WriteTimeout: -1, MinRetryBackoff: -1, MaxRetryBackoff: -1},
+		{MaxRedirects: 5, MaxRetries: 2, ReadTimeout: time.Second},
+	}
+	for i, raw := range cluster {
+		raw.Addrs = cl.Addrs()
+		user := redis.NewClusterClient(&raw)
+		t.Cleanup(func() { _ = user.Close() })
+		c := trackingCache(t, user)
+		settings := func(o *redis.ClusterOptions) string {
+			return fmt.Sprintf("redirects %d, retries %d, timeouts %v/%v, backoff %v-%v",
+				o.MaxRedirects, o.MaxRetries, o.ReadTimeout, o.WriteTimeout, o.MinRetryBackoff, o.MaxRetryBackoff)
+		}
+		want := settings(user.Options())
+		if got := settings(c.trk.data.Load().rdb.(*redis.ClusterClient).Options()); got != want {
+			t.Errorf("Cluster options %d: the client of tracked reads has %s; the user's %s", i, got, want)
+		}
+	}
+}
+
+// trackingCache is a cache in tracking mode on rdb.
+func trackingCache(t *testing.T, rdb redis.UniversalClient) *Cache[string] {
+	t.Helper()
+	c, err := New[string](rdb, Options{Namespace: "settings", Invalidation: InvalidateTracking})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
