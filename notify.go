@@ -56,9 +56,10 @@ func (c *Cache[V]) message(kind byte, key string) string {
 // of one server's tracking messages for this node (tracking mode).
 type sub struct {
 	ps      *redis.PubSub
-	t       *trackSub    // nil in broadcast mode
-	heard   atomic.Int64 // when a frame last came (or L1 was last flushed for its silence), on the coarse clock
-	pinging atomic.Bool  // a ping is on its way
+	t       *trackSub       // nil in broadcast mode
+	ctx     context.Context // for its calls: c.closeCtx, marked in tracking mode (see subConn)
+	heard   atomic.Int64    // when a frame last came (or L1 was last flushed for its silence), on the coarse clock
+	pinging atomic.Bool     // a ping is on its way
 }
 
 // subscribe listens on the namespace's channel until Close: once for a
@@ -113,7 +114,7 @@ func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackS
 	}
 	// Wait for the confirmation, briefly, so a fill right after New is not
 	// missed. If Redis is down, go on: the subscription keeps trying.
-	ctx, cancel := context.WithTimeout(c.closeCtx, time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, time.Second)
 	first, err := s.ps.Receive(ctx)
 	if err != nil {
 		c.noteErr(ctx, EventRedisError, "", err)
@@ -129,7 +130,7 @@ func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackS
 		defer c.wg.Done()
 		last := c.now() // the last frame, for replacing a silent connection
 		for {
-			msg, err := s.ps.ReceiveTimeout(c.closeCtx, quietAfter)
+			msg, err := s.ps.ReceiveTimeout(s.ctx, quietAfter)
 			if c.closeCtx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 				return
 			}
@@ -231,7 +232,7 @@ func (c *Cache[V]) guard(ring *redis.Ring) {
 			if quiet >= quietAfter && s.pinging.CompareAndSwap(false, true) {
 				pings.Go(func() {
 					defer s.pinging.Store(false)
-					_ = s.ps.Ping(c.closeCtx)
+					_ = s.ps.Ping(s.ctx)
 				})
 			}
 			if quiet >= deadAfter {
@@ -258,7 +259,11 @@ func (c *Cache[V]) openSub(open func(ctx context.Context) *redis.PubSub, old *su
 		return nil
 	}
 	// Subscribing dials: not under subMu, which guard takes every tick.
-	s := &sub{ps: open(c.closeCtx), t: t}
+	ctx := c.closeCtx
+	if t != nil {
+		ctx = context.WithValue(ctx, subConn{}, t)
+	}
+	s := &sub{ps: open(ctx), t: t, ctx: ctx}
 	s.heard.Store(int64(c.now()))
 	c.subMu.Lock()
 	defer c.subMu.Unlock()

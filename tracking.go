@@ -93,7 +93,7 @@ type trackSub struct {
 	trk       *tracker
 	addr      string
 	client    *redis.Client // for this subscription only: RESP2, named, its id recorded
-	pending   atomic.Int64  // CLIENT ID of its newest connection
+	pending   atomic.Int64  // CLIENT ID of the newest connection made for the subscription
 	live      atomic.Int64  // CLIENT ID of the connection that confirmed the subscription: the redirect target
 	ready     chan struct{} // closed at the first confirmation
 	readyOnce sync.Once
@@ -471,6 +471,11 @@ func (c *Cache[V]) trackSub(t *tracker, addr string, base *redis.Options) *track
 	return s
 }
 
+// subConn marks the context of a subscription's calls (the value is its
+// *trackSub), which go-redis hands to OnConnect when the call dials: the
+// connection it makes is the subscription's.
+type subConn struct{}
+
 // newTrackSub makes the client of a subscription: RESP2, since RESP2 is
 // where Redis sends redirected messages as published ones, and every
 // connection named and its id recorded as it connects.
@@ -489,6 +494,12 @@ func (c *Cache[V]) newTrackSub(t *tracker, addr string, base *redis.Options) *tr
 		}
 		if err := cn.ClientSetName(ctx, t.subName).Err(); err != nil {
 			return err
+		}
+		if ctx.Value(subConn{}) != s {
+			// A connection of the client's pool, for a command someone
+			// ran on it (Options.OnClient hands it out): not the
+			// subscription, and not a redirect target.
+			return nil
 		}
 		id, err := cn.ClientID(ctx).Result()
 		if err != nil {

@@ -1,10 +1,12 @@
 package stampede
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -462,4 +464,67 @@ func trackingCache(t *testing.T, rdb redis.UniversalClient) *Cache[string] {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// slowSubscribe delays the SUBSCRIBE command on a connection.
+type slowSubscribe struct{ net.Conn }
+
+func (c slowSubscribe) Write(p []byte) (int, error) {
+	if bytes.Contains(bytes.ToLower(p), []byte("subscribe")) {
+		time.Sleep(300 * time.Millisecond)
+	}
+	return c.Conn.Write(p)
+}
+
+// otherConn runs a command on a subscription's client while its
+// subscription is being made: the connection that command opens is not the
+// subscription, and the tracked connections must not redirect to it.
+type otherConn struct{ rdb redis.UniversalClient }
+
+func (h otherConn) DialHook(next redis.DialHook) redis.DialHook {
+	var first atomic.Bool
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := next(ctx, network, addr)
+		if err != nil || !first.CompareAndSwap(false, true) {
+			return conn, err
+		}
+		go func() {
+			time.Sleep(100 * time.Millisecond)
+			_ = h.rdb.Ping(context.Background()).Err()
+		}()
+		return slowSubscribe{conn}, nil
+	}
+}
+
+func (otherConn) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (otherConn) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A command run through a client that Options.OnClient received (a
+// warm-up, a health check) does not become the target of the tracking
+// messages, even when it connects while the subscription is being made.
+func TestTrackingOnClientCommandsDoNotStealTheRedirect(t *testing.T) {
+	srv := redistest.Start(t)
+	made := 0
+	opts := Options{Namespace: "steal", TTL: time.Hour, LocalTTL: time.Hour, Invalidation: InvalidateTracking,
+		OnClient: func(rdb redis.UniversalClient) {
+			// The client of tracked reads first, then the subscription's.
+			if made++; made == 2 {
+				rdb.AddHook(otherConn{rdb})
+			}
+		}}
+	reader := realNode(t, srv, opts)
+	writer := realNode(t, srv, Options{Namespace: "steal", TTL: time.Hour, LocalTTL: time.Hour})
+	keys := keyRange("k", 10)
+	fillL1(t, writer, []*Cache[string]{reader}, keys, "old")
+	ctx := context.Background()
+	for _, k := range keys {
+		if err := writer.Set(ctx, k, "new"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := converge(t, reader, keys, "new", 3*time.Second)
+	t.Logf("all %d keys new on the reader after %v", len(keys), took.Round(time.Millisecond))
 }
