@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stampede-go/stampede"
 	"github.com/stampede-go/stampede/internal/redistest"
 )
 
@@ -500,4 +503,45 @@ func TestRedisDownStillServes(t *testing.T) {
 		t.Fatalf("POST: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// Options.OnClient reaches the core: the hooks it adds see the reads of
+// the clients the middleware makes in tracking mode.
+func TestOnClientReachesTheClientsOfTrackedReads(t *testing.T) {
+	srv := redistest.Start(t)
+	var made, reads atomic.Int64
+	m := newMW(t, srv.Client(t), Options{Invalidation: stampede.InvalidateTracking,
+		OnClient: func(rdb redis.UniversalClient) {
+			made.Add(1)
+			rdb.AddHook(countReads{&reads})
+		}})
+	s := httptest.NewServer(m.Handler(&counter{fn: cacheable("ok")}))
+	defer s.Close()
+	for range 3 {
+		if resp, b := get(t, s.Client(), s.URL+"/x"); resp.StatusCode != 200 || b != "ok" {
+			t.Fatalf("%d %q", resp.StatusCode, b)
+		}
+	}
+	if made.Load() == 0 || reads.Load() == 0 {
+		t.Fatalf("OnClient got %d clients; their hooks saw %d commands", made.Load(), reads.Load())
+	}
+}
+
+// countReads counts the commands and pipelines of a client.
+type countReads struct{ n *atomic.Int64 }
+
+func (h countReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h countReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h countReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
 }

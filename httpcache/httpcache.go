@@ -69,6 +69,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Middleware, error) {
 		LocalTTL:        opts.LocalTTL,
 		BreakerCooldown: opts.BreakerCooldown,
 		Invalidation:    opts.Invalidation,
+		OnClient:        opts.OnClient,
 		Codec:           codec{},
 		Observer:        opts.Observer,
 		Logger:          opts.Logger,

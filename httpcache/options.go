@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/stampede-go/stampede"
 )
 
@@ -112,6 +114,10 @@ type Options struct {
 	// memory; see stampede.Options.Invalidation. Default:
 	// stampede.InvalidateAuto.
 	Invalidation stampede.Invalidation
+	// OnClient, if set, is called with every Redis client the middleware
+	// makes of its own, in tracking mode, to add the hooks the client
+	// passed to New has; see stampede.Options.OnClient. Default: nil.
+	OnClient func(redis.UniversalClient)
 
 	// ErrorHandler writes the response when there is no response to give:
 	// the handler panicked (err is a *stampede.PanicError) or wrote an
