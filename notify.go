@@ -182,7 +182,7 @@ func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackS
 				case m.Channel == invalidateChannel:
 					c.onInvalidate(t.trk, []string{m.Payload})
 				default:
-					if t.onProbe(m.Payload) {
+					if t.onProbe(m.Payload) && t.tracks() {
 						c.resync(flushLostProbe)
 					}
 				}
@@ -236,7 +236,9 @@ func (c *Cache[V]) guard(ring *redis.Ring) {
 				})
 			}
 			if quiet >= deadAfter {
-				silent = true
+				// A tracking subscription without data connections
+				// answers for nothing in L1.
+				silent = silent || s.t == nil || s.t.tracks()
 				s.heard.Store(int64(now))
 			}
 		}
@@ -267,7 +269,9 @@ func (c *Cache[V]) openSub(open func(ctx context.Context) *redis.PubSub, old *su
 	s.heard.Store(int64(c.now()))
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
-	if c.closeCtx.Err() != nil { // Close ran meanwhile, and missed s
+	// Close, or dropIdle for a tracking subscription, ran meanwhile and
+	// missed s.
+	if c.closeCtx.Err() != nil || t != nil && t.dropped.Load() {
 		_ = s.ps.Close()
 		return nil
 	}

@@ -21,10 +21,14 @@ package stampede
 //     replaced (its connections are closed once their calls return) and L1
 //     is flushed, as on any resubscription.
 //   - A data connection that closes takes its tracked keys with it: L1 is
-//     flushed.
+//     flushed. Each subscription counts the data connections to its
+//     server; one with none (a master that left the Cluster) answers for
+//     nothing in L1, so its silence and lost probes flush nothing, and it
+//     is closed after subIdleFor.
 //   - Tracking messages carry no sequence numbers, so lost ones cannot show
 //     as a gap. Instead each node probes its own subscriptions every
-//     probeEvery; a probe not heard within probeWait flushes L1. A silent
+//     probeEvery; a probe not heard within probeWait, or overtaken by a
+//     later one, flushes L1. A silent
 //     subscription is pinged and flushes L1 as in broadcast mode, and
 //     LocalTTL bounds the rest.
 //   - L1 keeps only values read through a data connection. A value this
@@ -62,6 +66,9 @@ const (
 	probeEvery = time.Second
 	// probeWait is how long a probe may take before it counts as lost.
 	probeWait = time.Second
+	// subIdleFor is how long a subscription stays without data
+	// connections to its server before it is closed.
+	subIdleFor = 10 * time.Second
 )
 
 // tracker is the state of tracking mode.
@@ -101,6 +108,10 @@ type trackSub struct {
 	probeWant  atomic.Uint64 // the probe it has yet to hear; 0: none
 	probeSent  atomic.Int64  // when that probe went out, on the coarse clock
 	probeHeard atomic.Uint64 // the last probe heard
+
+	conns     atomic.Int64 // data connections to its server that are open or being made
+	idleSince atomic.Int64 // when conns last fell to 0, on the coarse clock
+	dropped   atomic.Bool  // taken out of the tracker by dropIdle: closed
 }
 
 // dataClient is a client whose connections are tracked. It is replaced when
@@ -383,12 +394,22 @@ func (c *Cache[V]) trackedOptions(t *tracker, o *redis.Options, d *dataClient, s
 	// A connection that closes loses what it tracked, and L1 with it: none
 	// is closed for being idle or old.
 	o.ConnMaxIdleTime, o.ConnMaxLifetime, o.MaxIdleConns = -1, 0, 0
-	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := dial(ctx, network, addr)
+	o.Dialer = func(ctx context.Context, network, to string) (net.Conn, error) {
+		// The subscription its messages will go to stays while it is
+		// open.
+		s := c.trackSub(t, addr, sub, true)
+		if s == nil {
+			return nil, ErrClosed
+		}
+		conn, err := dial(ctx, network, to)
 		if err != nil {
+			c.letGo(s)
 			return nil, err
 		}
-		return watchClose(conn, func() { c.dataConnClosed(d) }), nil
+		return watchClose(conn, func() {
+			c.letGo(s)
+			c.dataConnClosed(d)
+		}), nil
 	}
 	o.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
 		if user != nil {
@@ -406,7 +427,7 @@ func (c *Cache[V]) trackedOptions(t *tracker, o *redis.Options, d *dataClient, s
 // reply about one key (invariant 13): a connection that cannot be
 // tracked is a Redis failure.
 func (c *Cache[V]) redirect(t *tracker, ctx context.Context, cn *redis.Conn, addr string, subOpts *redis.Options) error {
-	s := c.trackSub(t, addr, subOpts)
+	s := c.trackSub(t, addr, subOpts, false)
 	if s == nil {
 		return ErrClosed
 	}
@@ -452,14 +473,18 @@ func (s *trackSub) liveID(ctx context.Context, limit time.Duration, closed conte
 }
 
 // trackSub returns this node's subscription on the server at addr, opening
-// it (from base, the options of a client of that server) the first time.
-// It returns nil once the cache is closing.
-func (c *Cache[V]) trackSub(t *tracker, addr string, base *redis.Options) *trackSub {
+// it (from base, the options of a client of that server) the first time,
+// and counts one more data connection to that server if hold is set (see
+// letGo). It returns nil once the cache is closing.
+func (c *Cache[V]) trackSub(t *tracker, addr string, base *redis.Options, hold bool) *trackSub {
 	t.mu.Lock()
 	s, seen := t.subs[addr]
 	if !seen && !t.closed {
 		s = c.newTrackSub(t, addr, base)
 		t.subs[addr] = s
+	}
+	if s != nil && hold {
+		s.conns.Add(1) // under t.mu, where dropIdle looks for none
 	}
 	t.mu.Unlock()
 	if s != nil && !seen {
@@ -469,6 +494,52 @@ func (c *Cache[V]) trackSub(t *tracker, addr string, base *redis.Options) *track
 		}, s)
 	}
 	return s
+}
+
+// letGo counts one data connection to s's server less: it closed, or was
+// never made.
+func (c *Cache[V]) letGo(s *trackSub) {
+	if s.conns.Add(-1) == 0 {
+		s.idleSince.Store(int64(c.now()))
+	}
+}
+
+// tracks says whether a data connection to s's server is open: else no
+// value in L1 came from one that redirects to s (one that closed flushed
+// L1), and s's silence or lost probes put nothing at risk. That is the
+// state of the subscription on a server that left a Cluster, until it is
+// closed.
+func (s *trackSub) tracks() bool { return s.conns.Load() > 0 }
+
+// dropIdle takes out of t.subs, and returns, the subscriptions without
+// data connections for subIdleFor: those on a server that left a Cluster,
+// whose probes would never arrive. A connection to that server opens a
+// new one.
+func (t *tracker) dropIdle(now time.Duration) []*trackSub {
+	var idle []*trackSub
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for addr, s := range t.subs {
+		if !s.tracks() && now-time.Duration(s.idleSince.Load()) >= subIdleFor {
+			delete(t.subs, addr)
+			s.dropped.Store(true)
+			idle = append(idle, s)
+		}
+	}
+	return idle
+}
+
+// closeTrackSub closes a subscription dropIdle took out.
+func (c *Cache[V]) closeTrackSub(ts *trackSub) {
+	c.subMu.Lock()
+	for s := range c.subs {
+		if s.t == ts {
+			_ = s.ps.Close()
+			delete(c.subs, s)
+		}
+	}
+	c.subMu.Unlock()
+	_ = ts.client.Close()
 }
 
 // subConn marks the context of a subscription's calls (the value is its
@@ -610,6 +681,9 @@ func (s *trackSub) onProbe(payload string) (lost bool) {
 // alone.
 func (c *Cache[V]) probe(now time.Duration, running *sync.WaitGroup) {
 	t := c.trk
+	for _, s := range t.dropIdle(now) {
+		c.closeTrackSub(s)
+	}
 	t.mu.Lock()
 	subs := make([]*trackSub, 0, len(t.subs))
 	for _, s := range t.subs {
@@ -618,6 +692,10 @@ func (c *Cache[V]) probe(now time.Duration, running *sync.WaitGroup) {
 	t.mu.Unlock()
 	lost := false
 	for _, s := range subs {
+		if !s.tracks() {
+			s.probeWant.Store(0)
+			continue
+		}
 		want := s.probeWant.Load()
 		if want != 0 && s.probeHeard.Load() < want && now-time.Duration(s.probeSent.Load()) >= probeWait &&
 			s.probeWant.CompareAndSwap(want, 0) {
