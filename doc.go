@@ -58,7 +58,8 @@
 // and XFetch; local.go is L1, notify.go the pub/sub subscriptions and the
 // waiters, gaps.go the detection of lost messages, invalidation.go the
 // choice between broadcast and tracking, tracking.go tracking mode's
-// clients, subscriptions and probes, breaker.go the circuit
+// start and its messages, trackdata.go the client of its tracked reads,
+// tracksub.go its subscriptions and probes, breaker.go the circuit
 // breaker, rediscall.go the Redis calls under the library's deadline,
 // flight.go the in-process single-flight and the one place user code is
 // called and its panics caught. The Locker is distlock.go, lockdo.go,
