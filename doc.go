@@ -54,7 +54,9 @@
 // Result) is stampede.go, its options options.go and its errors errors.go.
 // A Get's way through the pipeline is in read.go (L1, the Redis read, the
 // lease and the wait) and load.go (the loader call, the fenced write-back,
-// background refreshes); stale.go judges freshness and serves stale copies
+// background refreshes); GetMany and FetchMany are batch.go, with a
+// batch's reads and leases in batchrun.go and its loads in batchload.go;
+// stale.go judges freshness and serves stale copies
 // and XFetch; local.go is L1, notify.go the pub/sub subscriptions and the
 // waiters, gaps.go the detection of lost messages, invalidation.go the
 // choice between broadcast and tracking, tracking.go tracking mode's
