@@ -55,7 +55,7 @@ func TestTrackingServerLeavesCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slots, err := stay[0].ClusterSlots(ctx).Result()
+	shards, err := stay[0].ClusterShards(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,12 +73,20 @@ func TestTrackingServerLeavesCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, s := range slots {
-		if len(s.Nodes) > 0 && s.Nodes[0].ID == id {
-			if err := stay[0].Do(ctx, "CLUSTER", "ADDSLOTSRANGE", s.Start, s.End).Err(); err != nil {
+	moved := 0
+	for _, sh := range shards {
+		if len(sh.Nodes) == 0 || sh.Nodes[0].ID != id {
+			continue
+		}
+		for _, r := range sh.Slots {
+			if err := stay[0].Do(ctx, "CLUSTER", "ADDSLOTSRANGE", r.Start, r.End).Err(); err != nil {
 				t.Fatal(err)
 			}
+			moved++
 		}
+	}
+	if moved == 0 {
+		t.Fatalf("no slots of %s in CLUSTER SHARDS: %+v", id, shards)
 	}
 	if err := stay[0].Do(ctx, "CLUSTER", "BUMPEPOCH").Err(); err != nil {
 		t.Fatal(err)
