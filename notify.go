@@ -100,8 +100,11 @@ func (c *Cache[V]) openChannel(subscribe func(ctx context.Context, channels ...s
 // own until Close; t is the server's tracking subscription it is, in
 // tracking mode. A confirmation of the subscription after the first one
 // (go-redis reconnected) resyncs: messages sent while the connection was
-// down are lost. A subscription silent for deadAfter is replaced (guard
-// has flushed L1 for it meanwhile).
+// down are lost; not for a tracking subscription without data connections
+// (see trackSub.tracks), which answers for nothing in L1. A subscription
+// silent for deadAfter is replaced (guard has flushed L1 for it
+// meanwhile). It returns when the subscription is closed: by Close, or by
+// closeTrackSub.
 func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackSub) {
 	// The channel whose confirmation marks a new connection.
 	primary := c.channel
@@ -168,10 +171,16 @@ func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackS
 			switch m := msg.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" && m.Channel == primary {
+					// A tracking subscription without data connections
+					// answers for nothing in L1. Judged first: replacing
+					// the data client closes its connections.
+					answers := t == nil || t.tracks()
 					if t != nil {
 						c.confirmTracking(t)
 					}
-					c.resync(flushResubscribed)
+					if answers {
+						c.resync(flushResubscribed)
+					}
 				}
 			case *redis.Message:
 				switch {
@@ -194,7 +203,8 @@ func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackS
 // guard watches the subscriptions' health until Close: a subscription
 // quiet for quietAfter is pinged, and one silent for deadAfter, pings
 // unanswered, flushes L1, and again every deadAfter while it stays silent
-// (invariant 11). It also gives up on holes in other nodes' sequences, and
+// (invariant 11), unless it is a tracking subscription without data
+// connections. It also gives up on holes in other nodes' sequences, and
 // subscribes to Ring shards added since New. It does this on its own
 // goroutine, so that a subscription stuck inside the client (a dial into a
 // partition) cannot delay it.
@@ -249,7 +259,8 @@ func (c *Cache[V]) guard(ring *redis.Ring) {
 }
 
 // openSub opens a subscription, in place of old if not nil, and registers
-// it for guard and Close. It returns nil once the cache is closed.
+// it for guard and Close. It returns nil once the cache is closed, or the
+// tracking subscription t has been dropped (dropIdle).
 func (c *Cache[V]) openSub(open func(ctx context.Context) *redis.PubSub, old *sub, t *trackSub) *sub {
 	if old != nil {
 		c.subMu.Lock()

@@ -2,6 +2,8 @@ package stampede
 
 import (
 	"context"
+	"errors"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -142,4 +144,47 @@ func TestTrackingServerLeavesCluster(t *testing.T) {
 	converge(t, c, keys, "new", 5*time.Second)
 	t.Logf("L1 flushed %d times in all; no flush from %v after the server left; its subscription closed after %v",
 		flushes.Load(), (quietAt - quiet).Round(time.Second), time.Since(left).Round(time.Second))
+}
+
+// A Cluster client whose NewClient replaces the node clients' dialer makes
+// connections whose closing the cache cannot see, and a closed tracked
+// connection takes its keys with it: tracking is refused, and
+// InvalidateAuto falls back to broadcast, where writes still reach L1.
+func TestTrackingRefusesConnectionsItDidNotDial(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	var d net.Dialer
+	client := func() *redis.ClusterClient {
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(),
+			NewClient: func(o *redis.Options) *redis.Client {
+				o.Dialer = d.DialContext // a per-node proxy dialer, say
+				return redis.NewClient(o)
+			}})
+		t.Cleanup(func() { _ = rdb.Close() })
+		return rdb
+	}
+	opts := Options{Namespace: "undialed", TTL: time.Hour, LocalTTL: time.Hour}
+	if _, err := New[string](client(), Options{Namespace: "undialed", Invalidation: InvalidateTracking}); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("New with InvalidateTracking = %v, want ErrInvalidOptions", err)
+	}
+	c, err := New[string](client(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if m := c.Stats().Invalidation; m != InvalidateBroadcast {
+		t.Fatalf("InvalidateAuto chose %v, want broadcast", m)
+	}
+	writer, err := New[string](cl.Client(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = writer.Close() })
+	keys := keyRange("k", 30)
+	fillL1(t, writer, []*Cache[string]{c}, keys, "old")
+	for _, k := range keys {
+		if err := writer.Set(context.Background(), k, "new"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	converge(t, c, keys, "new", 5*time.Second)
 }

@@ -24,7 +24,8 @@ const (
 	// probeWait is how long a probe may take before it counts as lost.
 	probeWait = time.Second
 	// subIdleFor is how long a subscription stays without data
-	// connections to its server before it is closed.
+	// connections to its server before it is closed (at the next probe
+	// after that).
 	subIdleFor = 10 * time.Second
 )
 
@@ -57,6 +58,13 @@ func (c *Cache[V]) redirect(t *tracker, ctx context.Context, cn *redis.Conn, add
 	s := c.trackSub(t, addr, subOpts, false)
 	if s == nil {
 		return ErrClosed
+	}
+	if !s.tracks() {
+		// The data client's dialer counts each connection it makes, from
+		// before its dial to its close, and counted none: another dialer
+		// made this one (a Cluster client's NewClient replaced it). Its
+		// closing would go unnoticed, and with it the keys it tracked.
+		return fmt.Errorf("%w: a connection to %s was not made by the cache's dialer (does ClusterOptions.NewClient set Dialer?)", errNoTracking, addr)
 	}
 	id, err := s.liveID(ctx, c.opts.RedisTimeout, c.closeCtx)
 	if err != nil {
@@ -126,12 +134,14 @@ func (c *Cache[V]) trackSub(t *tracker, addr string, base *redis.Options, hold b
 // letGo counts one data connection to s's server less: it closed, or was
 // never made.
 func (c *Cache[V]) letGo(s *trackSub) {
-	if s.conns.Add(-1) == 0 {
-		s.idleSince.Store(int64(c.now()))
-	}
+	// Before the count falls, so that dropIdle never sees none with an
+	// older time.
+	s.idleSince.Store(int64(c.now()))
+	s.conns.Add(-1)
 }
 
-// tracks says whether a data connection to s's server is open: else no
+// tracks says whether a data connection to s's server is open or being
+// made: else no
 // value in L1 came from one that redirects to s (one that closed flushed
 // L1), and s's silence or lost probes put nothing at risk. That is the
 // state of the subscription on a server that left a Cluster, until it is
@@ -156,16 +166,22 @@ func (t *tracker) dropIdle(now time.Duration) []*trackSub {
 	return idle
 }
 
-// closeTrackSub closes a subscription dropIdle took out.
+// closeTrackSub closes a subscription dropIdle took out. Closing a PubSub
+// waits while its reader dials (to a server that may be gone, for as long
+// as the dial takes): not under subMu, and not on guard's goroutine.
 func (c *Cache[V]) closeTrackSub(ts *trackSub) {
+	var closing []*sub
 	c.subMu.Lock()
 	for s := range c.subs {
 		if s.t == ts {
-			_ = s.ps.Close()
+			closing = append(closing, s)
 			delete(c.subs, s)
 		}
 	}
 	c.subMu.Unlock()
+	for _, s := range closing {
+		_ = s.ps.Close()
+	}
 	_ = ts.client.Close()
 }
 
@@ -179,6 +195,7 @@ type subConn struct{}
 // connection named and its id recorded as it connects.
 func (c *Cache[V]) newTrackSub(t *tracker, addr string, base *redis.Options) *trackSub {
 	s := &trackSub{trk: t, addr: addr, ready: make(chan struct{})}
+	s.idleSince.Store(int64(c.now()))
 	o := *base
 	user := o.OnConnect
 	o.Protocol = 2
@@ -216,7 +233,9 @@ func (c *Cache[V]) newTrackSub(t *tracker, addr string, base *redis.Options) *tr
 // nobody reads: the data client is replaced. The caller then flushes L1.
 func (c *Cache[V]) confirmTracking(s *trackSub) {
 	id := s.pending.Load()
-	if old := s.live.Swap(id); old != 0 && old != id {
+	// Without data connections to its server, none redirects to the old
+	// one: the data client stays.
+	if old := s.live.Swap(id); old != 0 && old != id && s.tracks() {
 		c.renewData(s.trk)
 	}
 	s.readyOnce.Do(func() { close(s.ready) })
@@ -248,12 +267,13 @@ func (s *trackSub) onProbe(payload string) (lost bool) {
 // subscription of this node should hear a message published on its probe
 // channel (PUBLISH reaches every shard of a Cluster). One that does not
 // within probeWait may have lost tracking messages too: L1 is flushed.
-// It costs one PUBLISH per node per probeEvery, delivered to that node
-// alone.
+// A subscription without data connections is not judged, and one without
+// them for subIdleFor is closed. It costs one PUBLISH per node per
+// probeEvery, delivered to that node alone.
 func (c *Cache[V]) probe(now time.Duration, running *sync.WaitGroup) {
 	t := c.trk
 	for _, s := range t.dropIdle(now) {
-		c.closeTrackSub(s)
+		running.Go(func() { c.closeTrackSub(s) })
 	}
 	t.mu.Lock()
 	subs := make([]*trackSub, 0, len(t.subs))
@@ -263,11 +283,13 @@ func (c *Cache[V]) probe(now time.Duration, running *sync.WaitGroup) {
 	t.mu.Unlock()
 	lost := false
 	for _, s := range subs {
+		want := s.probeWant.Load()
 		if !s.tracks() {
-			s.probeWant.Store(0)
+			// Nothing to judge; CompareAndSwap, so as not to undo a probe
+			// sent meanwhile.
+			s.probeWant.CompareAndSwap(want, 0)
 			continue
 		}
-		want := s.probeWant.Load()
 		if want != 0 && s.probeHeard.Load() < want && now-time.Duration(s.probeSent.Load()) >= probeWait &&
 			s.probeWant.CompareAndSwap(want, 0) {
 			lost = true
