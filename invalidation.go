@@ -48,6 +48,26 @@ func (m Invalidation) String() string {
 	return "Invalidation(" + strconv.Itoa(int(m)) + ")"
 }
 
+// MarshalText returns the mode's name: auto, broadcast or tracking.
+func (m Invalidation) MarshalText() ([]byte, error) {
+	if m > InvalidateTracking {
+		return nil, fmt.Errorf("%w: unknown Invalidation %d", ErrInvalidOptions, m)
+	}
+	return []byte(m.String()), nil
+}
+
+// UnmarshalText sets m from a mode's name (auto, broadcast or tracking),
+// so that the mode can come from a flag (flag.TextVar) or a config file.
+func (m *Invalidation) UnmarshalText(text []byte) error {
+	for _, v := range []Invalidation{InvalidateAuto, InvalidateBroadcast, InvalidateTracking} {
+		if string(text) == v.String() {
+			*m = v
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: unknown Invalidation %q (want auto, broadcast or tracking)", ErrInvalidOptions, text)
+}
+
 // errNoTracking says why tracking is not available, for
 // InvalidateTracking.
 var errNoTracking = errors.New("tracking is not available")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 
 	"github.com/stampede-go/stampede/internal/redistest"
 )
@@ -527,4 +528,19 @@ func TestTrackingOnClientCommandsDoNotStealTheRedirect(t *testing.T) {
 	}
 	took := converge(t, reader, keys, "new", 3*time.Second)
 	t.Logf("all %d keys new on the reader after %v", len(keys), took.Round(time.Millisecond))
+}
+
+// An Invalidation reads and writes as its name, for flags and config.
+func TestInvalidationText(t *testing.T) {
+	for _, m := range []Invalidation{InvalidateAuto, InvalidateBroadcast, InvalidateTracking} {
+		b, err := m.MarshalText()
+		require.NoError(t, err)
+		var got Invalidation
+		require.NoError(t, got.UnmarshalText(b))
+		require.Equal(t, m, got, "%s", b)
+	}
+	var m Invalidation
+	require.ErrorIs(t, m.UnmarshalText([]byte("both")), ErrInvalidOptions)
+	_, err := (InvalidateTracking + 1).MarshalText()
+	require.ErrorIs(t, err, ErrInvalidOptions)
 }
