@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede"
 	"github.com/stampede-go/stampede/bench/internal/batch"
+	"github.com/stampede-go/stampede/bench/internal/benchnode"
 	"github.com/stampede-go/stampede/bench/internal/fleet"
 )
 
@@ -90,11 +91,12 @@ func run(ctx context.Context) error {
 		procs     = fs.Int("procs", 0, "run the nodes in this many worker processes that share nothing but Redis;\n0 runs them all in this process")
 		scenarios = fs.String("scenario", joinAll(fleet.Scenarios), "comma-separated scenarios to run")
 		modes     = fs.String("mode", joinAll(fleet.Modes), "comma-separated modes to run")
-		invalid   = fs.String("invalidation", "auto", "how stampede's caches (mode full, and the batch scenario) hear about other nodes' writes:\nauto (stampede's default: tracking on a redis-server 6.2 or later, broadcast on the embedded miniredis),\nbroadcast or tracking")
 		batches   = fs.Bool("batch", true, "also run the batch scenario: every node's callers read many keys at once (GetMany)")
 		jsonOut   = fs.String("json", "", "also write the results as JSON to this file")
 		svgOut    = fs.String("svg", "", "also write a chart of the results as SVG to this file")
+		inv       stampede.Invalidation
 	)
+	fs.TextVar(&inv, "invalidation", stampede.InvalidateAuto, "how stampede's caches (mode full, and the batch scenario) hear about other nodes' writes:\nauto (stampede's default: tracking on a redis-server 6.2 or later, broadcast on the embedded miniredis),\nbroadcast or tracking")
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprint(out, `Usage: go run ./bench [flags]
@@ -161,10 +163,6 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("-mode: %w", err)
 	}
-	inv, err := parseInvalidation(*invalid)
-	if err != nil {
-		return fmt.Errorf("-invalidation: %w", err)
-	}
 
 	backend := "real Redis at " + *addr
 	embedded := *addr == ""
@@ -194,14 +192,13 @@ Flags:
 	// Resolved once, so that the caption says which mode ran.
 	invDesc := ""
 	if slices.Contains(mds, fleet.Full) || *batches {
-		got, err := fleet.ResolveInvalidation(ctx, *addr, inv)
+		rdb := redis.NewClient(&redis.Options{Addr: *addr, PoolSize: 2})
+		got, err := benchnode.Invalidation(ctx, rdb, inv)
+		rdb.Close()
 		if err != nil {
-			return fmt.Errorf("-invalidation %v on the %s: %w", inv, backend, err)
+			return fmt.Errorf("-invalidation on the %s: %w", backend, err)
 		}
-		invDesc = got.String()
-		if inv == stampede.InvalidateAuto {
-			invDesc += " (auto)"
-		}
+		invDesc = benchnode.Describe(inv, got)
 		inv = got
 	}
 
@@ -327,16 +324,6 @@ func parseList[T ~string](s string, all []T) ([]T, error) {
 		}
 	}
 	return out, nil
-}
-
-// parseInvalidation reads the -invalidation flag.
-func parseInvalidation(s string) (stampede.Invalidation, error) {
-	for _, m := range []stampede.Invalidation{stampede.InvalidateAuto, stampede.InvalidateBroadcast, stampede.InvalidateTracking} {
-		if s == m.String() {
-			return m, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown %q (want auto, broadcast or tracking)", s)
 }
 
 func infoField(info, name string) string {

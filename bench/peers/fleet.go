@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede"
+	"github.com/stampede-go/stampede/bench/internal/benchnode"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -196,17 +197,17 @@ func runFleet(ctx context.Context, cfg fleetConfig, p peer, sc scenario, prog *p
 	for i := range nodes {
 		eg.Go(func() error {
 			rdb := newClient(cfg.addr)
-			if err := warm(ctx, rdb); err != nil {
+			if err := benchnode.Warm(ctx, rdb, poolSize); err != nil {
 				rdb.Close()
 				return err
 			}
 			trips := new(atomic.Int64)
 			rdb.AddHook(tripHook{trips})
 			ne := e
-			ne.made = &cacheClients{hooks: []redis.Hook{tripHook{trips}}}
+			ne.made = &benchnode.Clients{Hooks: []redis.Hook{tripHook{trips}}}
 			impl, err := p.node(ne, rdb, r.loader)
 			if err == nil {
-				if err = ne.made.warm(ctx); err != nil {
+				if err = ne.made.Warm(ctx, poolSize); err != nil {
 					impl.close()
 				}
 			}

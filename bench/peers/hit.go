@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede"
+	"github.com/stampede-go/stampede/bench/internal/benchnode"
 )
 
 // The hit path: one node, a fresh value in Redis, the same Get over and
@@ -115,7 +116,7 @@ func benchHits(ctx context.Context, addr string, inv stampede.Invalidation, prog
 func benchRawGet(ctx context.Context, addr string) (hitResult, error) {
 	rdb := newClient(addr)
 	defer rdb.Close()
-	if err := warm(ctx, rdb); err != nil {
+	if err := benchnode.Warm(ctx, rdb, poolSize); err != nil {
 		return hitResult{}, err
 	}
 	key := fmt.Sprintf("peers-raw-%d", time.Now().UnixNano())
@@ -139,7 +140,7 @@ func benchHit(ctx context.Context, addr string, inv stampede.Invalidation, hc hi
 	rdb := newClient(addr)
 	defer rdb.Close()
 	defer cleanup(context.WithoutCancel(ctx), rdb, e.ns)
-	if err := warm(ctx, rdb); err != nil {
+	if err := benchnode.Warm(ctx, rdb, poolSize); err != nil {
 		return hitResult{}, err
 	}
 	seeder, err := hc.node(e, rdb, func(context.Context) (string, error) { return stamp(time.Now()), nil })
@@ -156,7 +157,7 @@ func benchHit(ctx context.Context, addr string, inv stampede.Invalidation, hc hi
 	}
 
 	var loads, errs atomic.Int64
-	e.made = &cacheClients{}
+	e.made = &benchnode.Clients{}
 	g, err := hc.node(e, rdb, func(context.Context) (string, error) {
 		loads.Add(1)
 		return stamp(time.Now()), nil
@@ -165,7 +166,7 @@ func benchHit(ctx context.Context, addr string, inv stampede.Invalidation, hc hi
 		return hitResult{}, err
 	}
 	defer g.close()
-	if err := e.made.warm(ctx); err != nil {
+	if err := e.made.Warm(ctx, poolSize); err != nil {
 		return hitResult{}, err
 	}
 	// One Get first: libraries with a memory layer fill it from Redis.

@@ -12,6 +12,7 @@ import (
 	grcache "github.com/go-redis/cache/v9"
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede"
+	"github.com/stampede-go/stampede/bench/internal/benchnode"
 	"github.com/viccon/sturdyc"
 	"golang.org/x/sync/singleflight"
 )
@@ -29,14 +30,14 @@ type env struct {
 	inv stampede.Invalidation
 	// made, if set, receives the clients a node's stampede cache makes of
 	// its own (Options.OnClient), to carry the node's hooks.
-	made *cacheClients
+	made *benchnode.Clients
 }
 
 // stampedeOptions are the options every stampede node of the run shares.
 func (e env) stampedeOptions() stampede.Options {
 	o := stampede.Options{Namespace: e.ns, TTL: e.ttl, Invalidation: e.inv}
 	if e.made != nil {
-		o.OnClient = e.made.add
+		o.OnClient = e.made.Add
 	}
 	return o
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/redis/rueidis/rueidislock"
 	"github.com/stampede-go/stampede"
+	"github.com/stampede-go/stampede/bench/internal/benchnode"
 )
 
 // The Locker comparison: obtain and release one uncontended lock, over and
@@ -32,7 +33,7 @@ func benchLocks(ctx context.Context, addr string, prog *progress) ([]lockResult,
 	rdb := newClient(addr)
 	defer rdb.Close()
 	defer cleanup(context.WithoutCancel(ctx), rdb, ns)
-	if err := warm(ctx, rdb); err != nil {
+	if err := benchnode.Warm(ctx, rdb, poolSize); err != nil {
 		return nil, err
 	}
 

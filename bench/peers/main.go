@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stampede-go/stampede"
+	"github.com/stampede-go/stampede/bench/internal/benchnode"
 )
 
 func main() {
@@ -64,7 +66,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		scList    = fs.String("scenario", "cold,expired,hit", "comma-separated scenarios for the fleet runs; empty: none")
 		hits      = fs.Bool("hit", true, "benchmark the hit path of each library next to a raw GET")
 		locks     = fs.Bool("locks", true, "benchmark stampede's Locker next to bsm/redislock and rueidislock")
-		invalid   = fs.String("invalidation", "auto", "stampede's Options.Invalidation: auto (its default, tracking on a redis-server 6.2 or later), broadcast or tracking")
 		benchtime = fs.Duration("benchtime", time.Second, "time for each hit-path and locker benchmark")
 		jsonOut   = fs.String("json", "", "also write every result as JSON to this file")
 		svgOut    = fs.String("svg", "", "also write a chart of the fleet runs as SVG to this file")
@@ -73,7 +74,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		mutexProf = fs.String("mutexprofile", "", "write a mutex profile (every contention) of the herd to this file; needs one library and one scenario")
 		traceOut  = fs.String("trace", "", "write an execution trace of the herd to this file; needs one library and one scenario")
 		from      = fs.String("from", "", "run nothing: print the report (and -svg) of a run saved with -json")
+		inv       stampede.Invalidation
 	)
+	fs.TextVar(&inv, "invalidation", stampede.InvalidateAuto, "stampede's Options.Invalidation: auto (its default, tracking on a redis-server 6.2 or later), broadcast or tracking")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,10 +87,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scs, err := pickScenarios(*scList)
 	if err != nil {
 		return fmt.Errorf("-scenario: %w", err)
-	}
-	inv, err := parseInvalidation(*invalid)
-	if err != nil {
-		return fmt.Errorf("-invalidation: %w", err)
 	}
 	if *nodes < 1 || *requests < *nodes {
 		return errors.New("need at least one node and a request per node")
@@ -116,11 +115,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer srv.stop()
 	got, err := resolveInvalidation(ctx, srv.addr, inv)
 	if err != nil {
-		return err
+		return fmt.Errorf("-invalidation: %w", err)
 	}
 	s := setting{Nodes: *nodes, Requests: *requests, Load: load.String(),
 		Server: fmt.Sprintf("redis-server %s at %s", srv.version, srv.addr), GoMaxProcs: runtime.GOMAXPROCS(0),
-		Invalidation: describeInvalidation(inv, got)}
+		Invalidation: benchnode.Describe(inv, got)}
 	prog.printf("%s", s)
 
 	cfg := fleetConfig{addr: srv.addr, nodes: *nodes, requests: *requests, load: *load, inv: got, profiles: prof}

@@ -168,14 +168,3 @@ func TestStampedeModesCountTrips(t *testing.T) {
 		})
 	}
 }
-
-func TestParseInvalidation(t *testing.T) {
-	for s, want := range map[string]stampede.Invalidation{"auto": stampede.InvalidateAuto, "broadcast": stampede.InvalidateBroadcast, "tracking": stampede.InvalidateTracking} {
-		if got, err := parseInvalidation(s); err != nil || got != want {
-			t.Errorf("parseInvalidation(%q) = %v, %v", s, got, err)
-		}
-	}
-	if _, err := parseInvalidation("both"); err == nil {
-		t.Error("unknown mode accepted")
-	}
-}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede"
+	"github.com/stampede-go/stampede/bench/internal/benchnode"
 )
 
 // Mode is a protection layer.
@@ -73,7 +74,7 @@ type Config struct {
 	// Invalidation is how the caches of Full hear about other nodes'
 	// writes. InvalidateAuto (the zero value, stampede's default) is
 	// resolved once per run to the mode New picks on this server
-	// (ResolveInvalidation), and every node is made in that mode.
+	// (benchnode.Invalidation), and every node is made in that mode.
 	Invalidation stampede.Invalidation
 
 	// Procs > 0 runs the nodes in that many worker processes started with
@@ -164,11 +165,14 @@ func Run(ctx context.Context, cfg Config, sc Scenario, mode Mode) (Result, error
 		NS: fmt.Sprintf("bench-%d-%s-%s", time.Now().UnixNano(), sc, mode),
 	}
 	if mode == Full {
-		inv, err := resolveInvalidation(ctx, ctl, cfg.Invalidation)
-		if err != nil {
-			return Result{}, err
+		j.Invalidation = cfg.Invalidation
+		if j.Invalidation == stampede.InvalidateAuto {
+			inv, err := benchnode.Invalidation(ctx, ctl, j.Invalidation)
+			if err != nil {
+				return Result{}, fmt.Errorf("fleet: %w", err)
+			}
+			j.Invalidation = inv
 		}
-		j.Invalidation = inv
 	}
 	defer cleanup(context.WithoutCancel(ctx), ctl, j.NS)
 	if err := setup(ctx, ctl, &j); err != nil {
@@ -257,32 +261,6 @@ func allNodes(n int) []int {
 		ids[i] = i
 	}
 	return ids
-}
-
-// ResolveInvalidation returns the invalidation mode stampede's caches use
-// on the Redis server at addr when Options.Invalidation is inv: for
-// InvalidateAuto, the mode New picks there (tracking on a redis-server
-// 6.2 or later, broadcast on miniredis); for InvalidateTracking, an error
-// where New cannot turn it on.
-func ResolveInvalidation(ctx context.Context, addr string, inv stampede.Invalidation) (stampede.Invalidation, error) {
-	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 2})
-	defer rdb.Close()
-	return resolveInvalidation(ctx, rdb, inv)
-}
-
-func resolveInvalidation(ctx context.Context, rdb *redis.Client, inv stampede.Invalidation) (stampede.Invalidation, error) {
-	if inv == stampede.InvalidateBroadcast {
-		return inv, nil
-	}
-	c, err := stampede.New[string](rdb, stampede.Options{
-		Namespace:    fmt.Sprintf("bench-mode-%d", time.Now().UnixNano()),
-		Invalidation: inv,
-	})
-	if err != nil {
-		return 0, fmt.Errorf("fleet: invalidation %v: %w", inv, err)
-	}
-	defer c.Close()
-	return c.Stats().Invalidation, nil
 }
 
 // setup prepares Redis for the scenario. Only Expiry needs anything: a

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede"
+	"github.com/stampede-go/stampede/bench/internal/benchnode"
 	"github.com/stampede-go/stampede/internal/redistest"
 )
 
@@ -248,10 +249,10 @@ func TestTrackingClients(t *testing.T) {
 	if got := n.rdb.PoolStats().TotalConns; got != poolSize {
 		t.Errorf("the node's own client has %d connections; want a warm pool of %d", got, poolSize)
 	}
-	made := n.made.all()
+	made := n.made.All()
 	readers := 0
 	for _, c := range made {
-		if subscribes(c) {
+		if benchnode.Subscribes(c) {
 			continue
 		}
 		readers++

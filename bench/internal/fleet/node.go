@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stampede-go/stampede"
+	"github.com/stampede-go/stampede/bench/internal/benchnode"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -34,7 +35,7 @@ type node struct {
 	claim claimer
 	gate  gate
 	watch *watch
-	made  cacheClients // the clients its cache made of its own (tracking mode)
+	made  benchnode.Clients // the clients its cache made of its own (tracking mode)
 
 	ctx    context.Context // its callers' context; cancelled when it dies
 	cancel context.CancelFunc
@@ -119,11 +120,11 @@ func newNode(ctx context.Context, j job, id int, cl claimer, g gate, w *watch) (
 		DisableIdentity: true,
 	})
 	if j.Scenario != RedisDown {
-		n.made.hooks = []redis.Hook{arrivalHook{g}}
-		for _, h := range n.made.hooks {
+		n.made.Hooks = []redis.Hook{arrivalHook{g}}
+		for _, h := range n.made.Hooks {
 			n.rdb.AddHook(h)
 		}
-		if err := warm(ctx, n.rdb); err != nil {
+		if err := benchnode.Warm(ctx, n.rdb, poolSize); err != nil {
 			n.rdb.Close()
 			return nil, err
 		}
@@ -131,7 +132,7 @@ func newNode(ctx context.Context, j job, id int, cl claimer, g gate, w *watch) (
 	var err error
 	n.impl, err = n.newGetter()
 	if err == nil && j.Scenario != RedisDown {
-		err = n.made.warm(ctx)
+		err = n.made.Warm(ctx, poolSize)
 	}
 	if err != nil {
 		if n.impl != nil {
@@ -166,7 +167,7 @@ func (n *node) newGetter() (getter, error) {
 		// a node that could not turn tracking on fails the run instead
 		// of measuring the other mode.
 		Invalidation: n.j.Invalidation,
-		OnClient:     n.made.add,
+		OnClient:     n.made.Add,
 	})
 	if err != nil {
 		return nil, err
