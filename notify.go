@@ -171,10 +171,9 @@ func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackS
 			switch m := msg.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" && m.Channel == primary {
-					// A tracking subscription without data connections
-					// answers for nothing in L1. Judged first: replacing
-					// the data client closes its connections.
-					answers := t == nil || t.tracks()
+					// Judged first: replacing the data client closes its
+					// connections.
+					answers := t.answersForL1()
 					if t != nil {
 						c.confirmTracking(t)
 					}
@@ -191,7 +190,7 @@ func (c *Cache[V]) watch(open func(ctx context.Context) *redis.PubSub, t *trackS
 				case m.Channel == invalidateChannel:
 					c.onInvalidate(t.trk, []string{m.Payload})
 				default:
-					if t.onProbe(m.Payload) && t.tracks() {
+					if t.onProbe(m.Payload) {
 						c.resync(flushLostProbe)
 					}
 				}
@@ -246,9 +245,7 @@ func (c *Cache[V]) guard(ring *redis.Ring) {
 				})
 			}
 			if quiet >= deadAfter {
-				// A tracking subscription without data connections
-				// answers for nothing in L1.
-				silent = silent || s.t == nil || s.t.tracks()
+				silent = silent || s.t.answersForL1()
 				s.heard.Store(int64(now))
 			}
 		}
@@ -297,11 +294,26 @@ func (c *Cache[V]) closeSubs() error {
 	if c.trk != nil {
 		err = c.stopTracking(c.trk)
 	}
+	return errors.Join(err, c.dropSubs(func(*sub) bool { return true }))
+}
+
+// dropSubs takes the subscriptions that match out of guard's sight and
+// closes them. Closing a PubSub waits while its reader dials (to a server
+// that may be gone, for as long as the dial takes): not under subMu, which
+// guard and openSub take.
+func (c *Cache[V]) dropSubs(match func(*sub) bool) error {
+	var closing []*sub
 	c.subMu.Lock()
-	defer c.subMu.Unlock()
 	for s := range c.subs {
+		if match(s) {
+			closing = append(closing, s)
+			delete(c.subs, s)
+		}
+	}
+	c.subMu.Unlock()
+	var err error
+	for _, s := range closing {
 		err = errors.Join(err, s.ps.Close())
-		delete(c.subs, s)
 	}
 	return err
 }

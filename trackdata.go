@@ -190,7 +190,7 @@ func (c *Cache[V]) trackedOptions(t *tracker, o *redis.Options, d *dataClient, s
 	o.Dialer = func(ctx context.Context, network, to string) (net.Conn, error) {
 		// The subscription its messages will go to stays while it is
 		// open.
-		s := c.trackSub(t, addr, sub, true)
+		s := c.holdSub(t, addr, sub)
 		if s == nil {
 			return nil, ErrClosed
 		}
@@ -210,7 +210,7 @@ func (c *Cache[V]) trackedOptions(t *tracker, o *redis.Options, d *dataClient, s
 				return err
 			}
 		}
-		return c.redirect(t, ctx, cn, addr, sub)
+		return c.redirect(t, ctx, cn, addr)
 	}
 }
 

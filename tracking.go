@@ -163,25 +163,24 @@ func (c *Cache[V]) startTracking() error {
 	return nil
 }
 
-// stopTracking closes the subscriptions and clients of tracking mode.
-func (c *Cache[V]) stopTracking(t *tracker) error {
+// all returns this node's subscriptions.
+func (t *tracker) all() []*trackSub {
 	t.mu.Lock()
-	t.closed = true
+	defer t.mu.Unlock()
 	subs := make([]*trackSub, 0, len(t.subs))
 	for _, s := range t.subs {
 		subs = append(subs, s)
 	}
+	return subs
+}
+
+// stopTracking closes the subscriptions and clients of tracking mode.
+func (c *Cache[V]) stopTracking(t *tracker) error {
+	t.mu.Lock()
+	t.closed = true
 	t.mu.Unlock()
-	var err error
-	c.subMu.Lock()
-	for s := range c.subs {
-		if s.t != nil && s.t.trk == t {
-			err = errors.Join(err, s.ps.Close())
-			delete(c.subs, s)
-		}
-	}
-	c.subMu.Unlock()
-	for _, s := range subs {
+	err := c.dropSubs(func(s *sub) bool { return s.t != nil && s.t.trk == t })
+	for _, s := range t.all() {
 		err = errors.Join(err, s.client.Close())
 	}
 	// closed is set: renewData stores no successor to this one.

@@ -54,16 +54,16 @@ type trackSub struct {
 // wrap errNoTracking and not the server's reply, which would read as a
 // reply about one key (invariant 13): a connection that cannot be
 // tracked is a Redis failure.
-func (c *Cache[V]) redirect(t *tracker, ctx context.Context, cn *redis.Conn, addr string, subOpts *redis.Options) error {
-	s := c.trackSub(t, addr, subOpts, false)
-	if s == nil {
-		return ErrClosed
-	}
-	if !s.tracks() {
-		// The data client's dialer counts each connection it makes, from
-		// before its dial to its close, and counted none: another dialer
-		// made this one (a Cluster client's NewClient replaced it). Its
-		// closing would go unnoticed, and with it the keys it tracked.
+func (c *Cache[V]) redirect(t *tracker, ctx context.Context, cn *redis.Conn, addr string) error {
+	t.mu.Lock()
+	s := t.subs[addr]
+	t.mu.Unlock()
+	if s == nil || !s.answersForL1() {
+		// The data client's dialer opens the subscription and counts each
+		// connection it makes, from before its dial to its close, and
+		// counted none: another dialer made this one (a Cluster client's
+		// NewClient replaced it). Its closing would go unnoticed, and with
+		// it the keys it tracked.
 		return fmt.Errorf("%w: a connection to %s was not made by the cache's dialer (does ClusterOptions.NewClient set Dialer?)", errNoTracking, addr)
 	}
 	id, err := s.liveID(ctx, c.opts.RedisTimeout, c.closeCtx)
@@ -107,18 +107,18 @@ func (s *trackSub) liveID(ctx context.Context, limit time.Duration, closed conte
 	}
 }
 
-// trackSub returns this node's subscription on the server at addr, opening
+// holdSub returns this node's subscription on the server at addr, opening
 // it (from base, the options of a client of that server) the first time,
-// and counts one more data connection to that server if hold is set (see
-// letGo). It returns nil once the cache is closing.
-func (c *Cache[V]) trackSub(t *tracker, addr string, base *redis.Options, hold bool) *trackSub {
+// and counts one more data connection to that server (see letGo). It
+// returns nil once the cache is closing.
+func (c *Cache[V]) holdSub(t *tracker, addr string, base *redis.Options) *trackSub {
 	t.mu.Lock()
 	s, seen := t.subs[addr]
 	if !seen && !t.closed {
 		s = c.newTrackSub(t, addr, base)
 		t.subs[addr] = s
 	}
-	if s != nil && hold {
+	if s != nil {
 		s.conns.Add(1) // under t.mu, where dropIdle looks for none
 	}
 	t.mu.Unlock()
@@ -140,13 +140,13 @@ func (c *Cache[V]) letGo(s *trackSub) {
 	s.conns.Add(-1)
 }
 
-// tracks says whether a data connection to s's server is open or being
-// made: else no
-// value in L1 came from one that redirects to s (one that closed flushed
-// L1), and s's silence or lost probes put nothing at risk. That is the
-// state of the subscription on a server that left a Cluster, until it is
-// closed.
-func (s *trackSub) tracks() bool { return s.conns.Load() > 0 }
+// answersForL1 says whether s's silence, lost probes or reconnection may
+// have cost L1 an invalidation: in broadcast mode (s is nil) always; in
+// tracking mode while a data connection to s's server is open or being
+// made. With none, no value in L1 came from one that redirects to s (one
+// that closed flushed L1): the state of the subscription on a server that
+// left a Cluster, until it is closed.
+func (s *trackSub) answersForL1() bool { return s == nil || s.conns.Load() > 0 }
 
 // dropIdle takes out of t.subs, and returns, the subscriptions without
 // data connections for subIdleFor: those on a server that left a Cluster,
@@ -157,7 +157,7 @@ func (t *tracker) dropIdle(now time.Duration) []*trackSub {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for addr, s := range t.subs {
-		if !s.tracks() && now-time.Duration(s.idleSince.Load()) >= subIdleFor {
+		if !s.answersForL1() && now-time.Duration(s.idleSince.Load()) >= subIdleFor {
 			delete(t.subs, addr)
 			s.dropped.Store(true)
 			idle = append(idle, s)
@@ -166,22 +166,10 @@ func (t *tracker) dropIdle(now time.Duration) []*trackSub {
 	return idle
 }
 
-// closeTrackSub closes a subscription dropIdle took out. Closing a PubSub
-// waits while its reader dials (to a server that may be gone, for as long
-// as the dial takes): not under subMu, and not on guard's goroutine.
+// closeTrackSub closes a subscription dropIdle took out; not on guard's
+// goroutine (see dropSubs).
 func (c *Cache[V]) closeTrackSub(ts *trackSub) {
-	var closing []*sub
-	c.subMu.Lock()
-	for s := range c.subs {
-		if s.t == ts {
-			closing = append(closing, s)
-			delete(c.subs, s)
-		}
-	}
-	c.subMu.Unlock()
-	for _, s := range closing {
-		_ = s.ps.Close()
-	}
+	_ = c.dropSubs(func(s *sub) bool { return s.t == ts })
 	_ = ts.client.Close()
 }
 
@@ -235,17 +223,17 @@ func (c *Cache[V]) confirmTracking(s *trackSub) {
 	id := s.pending.Load()
 	// Without data connections to its server, none redirects to the old
 	// one: the data client stays.
-	if old := s.live.Swap(id); old != 0 && old != id && s.tracks() {
+	if old := s.live.Swap(id); old != 0 && old != id && s.answersForL1() {
 		c.renewData(s.trk)
 	}
 	s.readyOnce.Do(func() { close(s.ready) })
 }
 
 // onProbe records a probe that s heard, and reports whether it shows that
-// the probe s waits for was lost: one that went out later arrived first,
-// and a subscription hears a server's messages in the order they were
-// sent. Without this, the next probe would mask a lost one that guard had
-// not judged yet.
+// the probe s waits for was lost, where that matters to L1: one that went
+// out later arrived first, and a subscription hears a server's messages in
+// the order they were sent. Without this, the next probe would mask a lost
+// one that guard had not judged yet.
 func (s *trackSub) onProbe(payload string) (lost bool) {
 	n, err := strconv.ParseUint(payload, 10, 64)
 	if err != nil {
@@ -258,7 +246,7 @@ func (s *trackSub) onProbe(payload string) (lost bool) {
 	for {
 		h := s.probeHeard.Load()
 		if n <= h || s.probeHeard.CompareAndSwap(h, n) {
-			return lost
+			return lost && s.answersForL1()
 		}
 	}
 }
@@ -275,16 +263,11 @@ func (c *Cache[V]) probe(now time.Duration, running *sync.WaitGroup) {
 	for _, s := range t.dropIdle(now) {
 		running.Go(func() { c.closeTrackSub(s) })
 	}
-	t.mu.Lock()
-	subs := make([]*trackSub, 0, len(t.subs))
-	for _, s := range t.subs {
-		subs = append(subs, s)
-	}
-	t.mu.Unlock()
+	subs := t.all()
 	lost := false
 	for _, s := range subs {
 		want := s.probeWant.Load()
-		if !s.tracks() {
+		if !s.answersForL1() {
 			// Nothing to judge; CompareAndSwap, so as not to undo a probe
 			// sent meanwhile.
 			s.probeWant.CompareAndSwap(want, 0)
