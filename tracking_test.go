@@ -544,3 +544,33 @@ func TestInvalidationText(t *testing.T) {
 	_, err := (InvalidateTracking + 1).MarshalText()
 	require.ErrorIs(t, err, ErrInvalidOptions)
 }
+
+// The pool of tracked reads never closes a connection for being idle or
+// old, whatever the user's client does: a tracked connection that closes
+// takes L1 with it. Probes use the pool every second meanwhile, where
+// go-redis would close a connection past ConnMaxIdleTime.
+func TestTrackingPoolKeepsIdleConnections(t *testing.T) {
+	srv := redistest.Start(t)
+	user := redis.NewClient(&redis.Options{Addr: srv.Addr(), ConnMaxIdleTime: 50 * time.Millisecond, ConnMaxLifetime: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = user.Close() })
+	c, err := New[string](user, Options{Namespace: "idle", TTL: time.Hour, LocalTTL: time.Hour, Invalidation: InvalidateTracking})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	keys := keyRange("k", 5)
+	inL1 := func(k string) bool {
+		res, err := c.Fetch(ctx, k, func(context.Context, string) (string, Entry, error) { return "v", Entry{}, nil })
+		return err == nil && res.Source == SourceLocal
+	}
+	for _, k := range keys {
+		// Loaded, then read back tracked: into L1 (whose sets are
+		// asynchronous).
+		eventually(t, 5*time.Second, "value in L1", func() bool { return inL1(k) })
+	}
+	before := c.Stats().LocalFlushes
+	time.Sleep(3 * probeEvery)
+	require.Equal(t, before, c.Stats().LocalFlushes, "L1 flushes while the pool sat idle")
+	for _, k := range keys {
+		require.True(t, inL1(k), "key %s not in L1 after %v idle", k, 3*probeEvery)
+	}
+}
